@@ -1,0 +1,445 @@
+"""Synthetic industrial surfaces with labelled defects (numpy + OpenCV only, no torch).
+
+One call, :func:`make_sample`, draws a grayscale surface, paints scratches, cracks and stains on it, then
+blurs and adds sensor noise, and returns the image with a per-pixel class map. Every knob lives in
+:class:`DefectConfig`, so a slider (``unetlab.widgets``) can move it.
+
+Units: intensities are in **gray levels** (0-255, as in an 8-bit camera image) although the returned image is
+float32 in [0, 1]; lengths and widths are in **pixels**.
+
+How an image is made (in this order):
+
+1. surface: mean brightness + texture (brushed, cast or woven) + uneven illumination;
+2. defects, as an additive intensity change ``delta`` and a label map:
+   stains first, then cracks, then scratches. Where defects overlap, the label is the one drawn last, so a thin
+   scratch across a stain stays a scratch: precedence is scratch (1) > crack (2) > stain (3);
+3. Gaussian blur, then Gaussian sensor noise, then clipping to [0, 1].
+
+The mask says where the image visibly changed. A pixel is labelled when the defect's own coverage there is at
+least one half (the core of an anti-aliased line, the inside of a feathered stain); the soft fringe around the
+core changes the image by less than half the defect's contrast and stays unlabelled. ``tests/test_synth.py``
+renders each seed with and without defects (same texture, same noise) and checks the difference against the mask.
+
+Reproducibility: the same config and seed give identical bytes. Surface, defects and noise draw from three
+independent streams spawned from the seed, so ``make_sample(cfg, seed, defects=False)`` gives the very same
+surface and noise without the defects. No global random state is read or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = ("background", "scratch", "crack", "stain")
+SURFACES: tuple[str, ...] = ("brushed", "cast", "woven")
+SURFACE_CHOICES: tuple[str, ...] = ("mixed", *SURFACES)
+
+def _knob(default, lo, hi, step, help, unit=""):
+    """A DefectConfig field with the range a slider may move it in (a tuple default is a (low, high) range)."""
+    return field(default=default, metadata={"range": (lo, hi), "step": step, "help": help, "unit": unit})
+
+
+@dataclass(frozen=True)
+class DefectConfig:
+    """Every knob of the generator. Pairs are ``(low, high)`` ranges: each image draws uniformly between them.
+
+    Set ``low == high`` to fix a value. Counts are drawn per image; an image is defect-free with probability
+    ``defect_free`` (real inspection lines see mostly good parts). Invalid values raise ``ValueError`` naming the
+    field, the allowed range and the value received.
+    """
+
+    size: int = _knob(256, 32, 1024, 32, "image side", "px")
+    surface: str = field(default="mixed", metadata={"choices": SURFACE_CHOICES,
+                                                     "help": "surface kind ('mixed' picks one per image)"})
+    brightness: tuple[float, float] = _knob((70.0, 170.0), 30.0, 220.0, 1.0, "mean surface gray", "gray levels")
+    texture_contrast: tuple[float, float] = _knob((5.0, 14.0), 0.0, 40.0, 0.5, "texture strength (std)",
+                                                  "gray levels")
+    texture_scale: tuple[float, float] = _knob((0.75, 1.5), 0.25, 4.0, 0.05, "texture grain size (x1 = default)")
+    illumination: tuple[float, float] = _knob((0.0, 40.0), 0.0, 100.0, 1.0, "uneven lighting, peak to peak",
+                                              "gray levels")
+    scratches: tuple[int, int] = _knob((0, 2), 0, 8, 1, "scratches per image")
+    scratch_width: tuple[float, float] = _knob((1.0, 3.0), 1.0, 6.0, 0.5, "scratch width", "px")
+    scratch_contrast: tuple[float, float] = _knob((40.0, 90.0), 10.0, 150.0, 1.0,
+                                                  "scratch contrast (lighter or darker)", "gray levels")
+    cracks: tuple[int, int] = _knob((0, 1), 0, 5, 1, "cracks per image")
+    crack_width: tuple[float, float] = _knob((2.0, 4.0), 1.0, 8.0, 0.5, "crack width at its root", "px")
+    crack_length: tuple[float, float] = _knob((70.0, 170.0), 10.0, 400.0, 5.0, "crack length", "px")
+    crack_contrast: tuple[float, float] = _knob((50.0, 110.0), 10.0, 150.0, 1.0, "crack darkening", "gray levels")
+    crack_branching: float = _knob(0.4, 0.0, 1.0, 0.05, "how often a crack branches (0 = never)")
+    stains: tuple[int, int] = _knob((0, 1), 0, 5, 1, "stains per image")
+    stain_size: tuple[float, float] = _knob((14.0, 40.0), 4.0, 120.0, 1.0, "stain radius", "px")
+    stain_contrast: tuple[float, float] = _knob((25.0, 60.0), 10.0, 150.0, 1.0,
+                                                "stain contrast (lighter or darker)", "gray levels")
+    defect_free: float = _knob(0.1, 0.0, 1.0, 0.05, "share of images without any defect")
+    blur_sigma: tuple[float, float] = _knob((0.5, 1.2), 0.0, 3.0, 0.05, "optical blur sigma", "px")
+    noise: tuple[float, float] = _knob((2.0, 6.0), 0.0, 25.0, 0.5, "sensor noise std", "gray levels")
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            # Lists (from JSON or a slider) become tuples, so configs stay hashable and compare equal.
+            object.__setattr__(self, f.name, _validated(f, getattr(self, f.name)))
+
+    def replace(self, **changes) -> "DefectConfig":
+        """A copy with some knobs changed (validated), e.g. ``cfg.replace(cracks=(1, 1))``."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-friendly dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DefectConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys keep their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"DefectConfig has no field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**d)
+
+
+def _validated(f: dataclasses.Field, value):
+    """``value`` checked against the field's metadata; pairs are returned as tuples."""
+    name, default = f.name, f.default
+    if "choices" in f.metadata:
+        if value not in f.metadata["choices"]:
+            raise ValueError(f"DefectConfig.{name} must be one of {f.metadata['choices']}; got {value!r}")
+        return value
+    lo, hi = f.metadata["range"]
+    is_pair = isinstance(default, tuple)
+    kind = type(default[0] if is_pair else default)
+    expected = f"a (low, high) pair of {kind.__name__}s in [{lo}, {hi}]" if is_pair else f"{kind.__name__} in [{lo}, {hi}]"
+    if is_pair and not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise ValueError(f"DefectConfig.{name} must be {expected}; got {value!r}")
+    parts = tuple(value) if is_pair else (value,)
+    for v in parts:
+        number = (isinstance(v, (int, np.integer)) if kind is int else isinstance(v, (int, float, np.number)))
+        if isinstance(v, bool) or not number or not (lo <= v <= hi):  # NaN fails lo <= v
+            raise ValueError(f"DefectConfig.{name} must be {expected}; got {value!r}")
+    parts = tuple(kind(v) for v in parts)
+    if is_pair and parts[0] > parts[1]:
+        raise ValueError(f"DefectConfig.{name} must have low <= high; got {value!r}")
+    return parts if is_pair else parts[0]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Random streams
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator for sample ``index`` of a dataset with ``seed``: depends on (seed, index) only."""
+    if not (_is_int(seed) and _is_int(index)) or seed < 0 or index < 0:
+        raise ValueError(f"sample_rng expects non-negative integers (seed, index); got ({seed!r}, {index!r})")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _streams(seed_or_rng) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Three independent streams (surface, defects, noise), so removing defects leaves surface and noise as is."""
+    if isinstance(seed_or_rng, np.random.Generator):
+        root = seed_or_rng
+    elif _is_int(seed_or_rng) and seed_or_rng >= 0:
+        root = np.random.default_rng(int(seed_or_rng))
+    else:
+        raise ValueError(f"make_sample expects a non-negative int seed or a numpy Generator; got {seed_or_rng!r}")
+    seeds = root.integers(0, 2**63, size=3)
+    return tuple(np.random.default_rng(int(s)) for s in seeds)
+
+
+def _uniform(rng: np.random.Generator, pair: tuple[float, float]) -> float:
+    lo, hi = pair
+    return lo if lo == hi else float(rng.uniform(lo, hi))
+
+
+def _count(rng: np.random.Generator, pair: tuple[int, int]) -> int:
+    lo, hi = pair
+    return lo if lo == hi else int(rng.integers(lo, hi + 1))
+
+
+@lru_cache(maxsize=4)
+def _noise_bank(side: int) -> np.ndarray:
+    """A fixed field of N(0, 1) values, ``side`` x ``side`` float32, drawn once from a constant seed.
+
+    Drawing 65k normal numbers costs about as much as the rest of a sample; a window of this bank at a random
+    offset (chosen by the sample's own stream) is as good as fresh noise for training and 50x cheaper.
+    The bank depends on nothing but ``side``, so samples stay reproducible across processes.
+    """
+    bank = np.random.default_rng(20261125).standard_normal((side, side), dtype=np.float32)
+    bank.flags.writeable = False
+    return bank
+
+
+def _noise_window(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """An (h, w) float32 view (read-only: copy before writing) of N(0, 1) noise from the bank at a random offset."""
+    bank = _noise_bank(max(1024, 2 * max(h, w)))
+    y, x = rng.integers(0, bank.shape[0] - h, size=2)
+    return bank[y:y + h, x:x + w]
+
+
+def _upsample(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Smooth upsampling of a small float32 array to (h, w) (bicubic: no blocky creases)."""
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Surfaces: each returns a zero-mean texture of roughly unit std, (n, n) float32.
+
+
+def _fbm(rng: np.random.Generator, n: int, cell: float, octaves: int = 4) -> np.ndarray:
+    """Fractal noise: octaves of smooth noise, coarse to fine, each half the cell size and 0.6x the amplitude.
+
+    Each level is the previous one upsampled 2x with a Gaussian (``cv2.pyrUp``) plus fresh noise, so only small
+    arrays of random numbers are needed, never a large blur at full size.
+    """
+    side = max(2, round(n / cell))
+    g = _noise_window(rng, side, side).copy()
+    for _ in range(octaves - 1):
+        g = cv2.pyrUp(g)
+        cv2.scaleAdd(_noise_window(rng, *g.shape), 0.6, g, dst=g)
+    return cv2.resize(g, (n, n), interpolation=cv2.INTER_LINEAR)
+
+
+def _brushed(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """Brushed metal: streaks along one axis (smooth along it, fast across it) over a faint mottle."""
+    along = max(2, round(n / (48 * scale)))
+    across = max(2, round(n / scale))
+    if rng.random() < 0.5:  # horizontal streaks
+        streaks = cv2.resize(_noise_window(rng, across, along), (n, n), interpolation=cv2.INTER_LINEAR)
+    else:  # vertical streaks
+        streaks = cv2.resize(_noise_window(rng, along, across), (n, n), interpolation=cv2.INTER_LINEAR)
+    return cv2.scaleAdd(_fbm(rng, n, 64 * scale, octaves=2), 0.6, streaks)
+
+
+def _cast(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """Cast or sand-blasted metal: isotropic fractal grain plus sparse dark pits."""
+    tex = _fbm(rng, n, 32 * scale, octaves=4)
+    tex[_noise_window(rng, n, n) < -3.1] -= 2.5  # pits on ~0.1% of the pixels
+    return tex
+
+
+def _woven(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
+    """Woven fabric or carbon-fibre weave: threads over-under in a checkerboard, modulated by slow noise.
+
+    Warp threads run along y (brightness |sin| across x), weft threads along x; where both sines have the same
+    sign the warp lies on top. Written as sums of outer products of 1-D profiles, so it costs a few array ops:
+    weave = (A + B)/2 + sign(sx) sign(sy) (A - B)/2 with A = |sx| per column and B = |sy| per row.
+    """
+    period = float(rng.uniform(10, 16)) * scale
+    t = np.arange(n, dtype=np.float32) * np.float32(math.pi / period)
+    sx, sy = np.sin(t + np.float32(rng.uniform(0, math.pi))), np.sin(t + np.float32(rng.uniform(0, math.pi)))
+    a, b, px, py = np.abs(sx), np.abs(sy), np.sign(sx), np.sign(sy)
+    weave = np.add.outer(b, a)
+    weave += np.multiply.outer(py, px * a)
+    weave -= np.multiply.outer(py * b, px)
+    weave -= np.float32(1.25)
+    return cv2.scaleAdd(_fbm(rng, n, 64 * scale, octaves=2), 0.3, weave)
+
+
+_SURFACE_MAKERS = {"brushed": _brushed, "cast": _cast, "woven": _woven}
+
+
+def _lighting(rng: np.random.Generator, n: int, mean: float, peak_to_peak: float) -> np.ndarray:
+    """Brightness field: ``mean`` plus a random ramp and an off-centre vignette, ``peak_to_peak`` in all.
+
+    Both the ramp and the vignette are separable in x and y, so the field is one outer sum of two 1-D profiles.
+    """
+    u = np.arange(n, dtype=np.float32) * np.float32(1 / n) - np.float32(0.5)
+    angle, strength = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.5, 2.0))
+    cy, cx = (float(v) for v in rng.uniform(-0.4, 0.4, size=2))
+    fy = u * math.sin(angle) - strength * (u - cy) ** 2
+    fx = u * math.cos(angle) - strength * (u - cx) ** 2
+    lo, hi = float(fy.min() + fx.min()), float(fy.max() + fx.max())
+    k = peak_to_peak / (hi - lo + 1e-6)
+    return np.add.outer((fy - (lo + hi) / 2) * np.float32(k) + np.float32(mean), fx * np.float32(k))
+
+
+def _surface(cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
+    """(size, size) float32 surface in [0, 1] units (1/255 per gray level), before defects, blur and noise."""
+    n = cfg.size
+    kind = cfg.surface if cfg.surface != "mixed" else SURFACES[rng.integers(len(SURFACES))]
+    img = _SURFACE_MAKERS[kind](rng, n, _uniform(rng, cfg.texture_scale))
+    img *= np.float32(_uniform(rng, cfg.texture_contrast) / 255)
+    img += _lighting(rng, n, _uniform(rng, cfg.brightness) / 255, _uniform(rng, cfg.illumination) / 255)
+    return img
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Defects: each draws its coverage (0..255 uint8, anti-aliased) or alpha and returns it with a window.
+
+_SHIFT = 4  # sub-pixel precision for OpenCV drawing: coordinates in 1/16 px
+
+
+def _fixed(points: np.ndarray) -> np.ndarray:
+    return np.round(points * (1 << _SHIFT)).astype(np.int32)
+
+
+_PATH_T = np.linspace(-0.5, 0.5, 12, dtype=np.float32)[:, None]  # where along a scratch its 12 points lie
+
+
+def _scratch_path(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A long, straight or gently curved path: (k, 2) float32 points (x, y) in pixels."""
+    length = rng.uniform(0.3, 0.9) * n
+    angle = rng.uniform(0, math.pi)
+    d = np.array([math.cos(angle), math.sin(angle)], np.float32)
+    normal = np.array([-d[1], d[0]], np.float32)
+    centre = rng.uniform(0.15 * n, 0.85 * n, size=2).astype(np.float32)
+    t = _PATH_T
+    sag = rng.uniform(-0.08, 0.08) * length  # bow of the arc at its middle
+    return centre + t * length * d + (1 - 4 * t**2) * sag * normal
+
+
+def _draw_scratch(canvas: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    n = cfg.size
+    width = _uniform(rng, cfg.scratch_width)
+    path = _scratch_path(rng, n)
+    cv2.polylines(canvas, [_fixed(path)], False, 255, max(1, round(width)), cv2.LINE_AA, _SHIFT)
+    if rng.random() < 0.25:  # a parallel twin, as two tips of one tool leave
+        d = path[-1] - path[0]
+        normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-6)
+        offset = normal * rng.uniform(width + 2.5, width + 6) * rng.choice([-1, 1])
+        cv2.polylines(canvas, [_fixed(path + offset)], False, 255, max(1, round(width)), cv2.LINE_AA, _SHIFT)
+
+
+def _crack_branch(canvas, rng, start, heading, width, length, branching, depth) -> None:
+    """A random walk with a persistent heading, width tapering from ``width`` to 1 px, spawning thinner branches."""
+    step = 3.0
+    steps = max(2, int(length / step))
+    turn = np.cumsum(rng.normal(0, 0.22, steps))  # heading drifts: jagged but going somewhere
+    turn -= np.arange(steps) * (0.5 * turn[-1] / steps)  # half the drift undone: cracks stay elongated
+    headings = heading + turn
+    moves = np.stack([np.cos(headings), np.sin(headings)], 1) * step
+    moves += rng.normal(0, 0.6, moves.shape)  # small kinks
+    path = np.vstack([start, start + np.cumsum(moves, 0)]).astype(np.float32)
+    widths = width * (1 - np.arange(steps + 1) / (steps + 1)) ** 0.7
+    # Segments grouped by integer thickness: one polylines call per group instead of one line call per step.
+    thick = np.maximum(1, np.round(widths)).astype(int)
+    cuts = np.flatnonzero(np.diff(thick)) + 1
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(path)]):
+        seg = path[max(0, a - 1):b]
+        if len(seg) >= 2:
+            cv2.polylines(canvas, [_fixed(seg)], False, 255, int(thick[a]), cv2.LINE_AA, _SHIFT)
+    if depth >= 2 or branching <= 0:
+        return
+    n_children = rng.poisson(branching * 2.0 * length / 120)
+    for _ in range(min(n_children, 3)):
+        i = int(rng.integers(steps // 5, max(steps // 5 + 1, 4 * steps // 5)))
+        side = rng.choice([-1.0, 1.0])
+        _crack_branch(canvas, rng, path[i], headings[min(i, steps - 1)] + side * rng.uniform(0.35, 1.0),
+                      max(1.0, widths[i] * 0.7), length * rng.uniform(0.25, 0.55), branching, depth + 1)
+
+
+def _draw_crack(canvas: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    n = cfg.size
+    start = rng.uniform(0.1 * n, 0.9 * n, size=2).astype(np.float32)
+    length = _uniform(rng, cfg.crack_length)
+    heading = rng.uniform(0, 2 * math.pi)
+    width = _uniform(rng, cfg.crack_width)
+    # Cracks grow both ways from where they start: two branches back to back.
+    _crack_branch(canvas, rng, start, heading, width, length * 0.55, cfg.crack_branching, 0)
+    _crack_branch(canvas, rng, start, heading + math.pi, width, length * 0.45, cfg.crack_branching, 0)
+
+
+_DISK5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+_u = np.linspace(-1.3, 1.3, 6, dtype=np.float32)
+_BUMP = 1 - (_u[:, None] ** 2 + _u[None, :] ** 2)  # a 6x6 dome, > 0 inside radius 1; upsampled per stain
+
+
+def _stain_alpha(rng: np.random.Generator, radius: float) -> np.ndarray:
+    """A square (2r+1)^2 float32 alpha map of an irregular, soft-edged blob; alpha > 0.5 inside.
+
+    A bump (1 - r^2/R^2) plus low-frequency noise, thresholded softly: the noise makes lobes and bays, so the
+    outline is irregular rather than an ellipse; the soft threshold feathers the edge over ~2 px.
+    """
+    side = 2 * int(math.ceil(radius * 1.3)) + 1
+    field = _upsample(1.2 * _BUMP + 0.45 * _noise_window(rng, *_BUMP.shape), side, side)
+    # gain: ~field units per pixel at the edge, so the 0..1 ramp of alpha spans about 2 px.
+    gain = radius / 2.5
+    alpha = np.clip(field * gain + 0.5, 0, 1)
+    # Keep the feather only within 2 px of the core: faint lobes that never reach 0.5 would be visible but
+    # unlabelled, and the mask must tell the truth.
+    alpha *= cv2.dilate((alpha > 0.5).view(np.uint8), _DISK5)
+    return alpha
+
+
+def _place(n: int, side: int, centre: np.ndarray) -> tuple[slice, slice, slice, slice]:
+    """Image and patch slices for a ``side`` x ``side`` patch centred at ``centre`` (x, y), clipped to the image."""
+    x0, y0 = int(centre[0]) - side // 2, int(centre[1]) - side // 2
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + side, n), min(y0 + side, n)
+    return (slice(iy0, iy1), slice(ix0, ix1), slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+
+
+def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
+    """Paint defects onto ``img`` ((size, size) float32, in place); return their (size, size) uint8 labels."""
+    n = cfg.size
+    labels = np.zeros((n, n), np.uint8)
+    if rng.random() < cfg.defect_free:
+        return labels
+    counts = [_count(rng, cfg.stains), _count(rng, cfg.cracks), _count(rng, cfg.scratches)]
+    possible = [i for i, pair in enumerate((cfg.stains, cfg.cracks, cfg.scratches)) if pair[1] > 0]
+    if sum(counts) == 0 and possible:  # only the defect_free knob decides which images are empty
+        counts[possible[int(rng.integers(len(possible)))]] = 1
+    n_stains, n_cracks, n_scratches = counts
+
+    for _ in range(n_stains):
+        radius = _uniform(rng, cfg.stain_size)
+        alpha = _stain_alpha(rng, radius)
+        contrast = _uniform(rng, cfg.stain_contrast) / 255 * rng.choice([-1.0, 1.0])
+        mottle = 1 + 0.25 * _upsample(_noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
+        iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
+        a = alpha[py, px]
+        img[iy, ix] += np.float32(contrast) * a * mottle[py, px]
+        labels[iy, ix][a > 0.5] = 3
+
+    canvas = np.empty((n, n), np.uint8)
+    for label, count, draw, contrast_range, sign in (
+            (2, n_cracks, _draw_crack, cfg.crack_contrast, -1.0),
+            (1, n_scratches, _draw_scratch, cfg.scratch_contrast, None)):
+        for _ in range(count):
+            canvas.fill(0)
+            draw(canvas, rng, cfg)
+            polarity = sign if sign is not None else rng.choice([-1.0, 1.0])
+            contrast = polarity * _uniform(rng, contrast_range) / 255
+            cv2.addWeighted(canvas, contrast / 255, img, 1.0, 0.0, dst=img, dtype=cv2.CV_32F)  # coverage 0..1
+            labels[canvas > 127] = label
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def make_sample(cfg: DefectConfig | None = None, seed_or_rng: int | np.random.Generator = 0, *,
+                defects: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic image and its per-pixel labels.
+
+    Args:
+        cfg: the generator's knobs; ``None`` means ``DefectConfig()``.
+        seed_or_rng: a non-negative int seed or a ``numpy.random.Generator`` (which is advanced).
+        defects: ``False`` renders the very same surface, blur and noise without any defect, which shows what
+            the defects changed (``image - clean``).
+
+    Returns:
+        image: (size, size) float32 in [0, 1].
+        labels: (size, size) uint8, 0 background, 1 scratch, 2 crack, 3 stain (see :data:`CLASS_NAMES`);
+            the binary defect mask is ``labels > 0``.
+    """
+    if cfg is None:
+        cfg = DefectConfig()
+    elif not isinstance(cfg, DefectConfig):
+        raise ValueError(f"make_sample expects a DefectConfig (or None); got {type(cfg).__name__}")
+    rng_surface, rng_defects, rng_noise = _streams(seed_or_rng)
+    img = _surface(cfg, rng_surface)
+    labels = _add_defects(img, cfg, rng_defects) if defects else np.zeros((cfg.size, cfg.size), np.uint8)
+    sigma = _uniform(rng_noise, cfg.blur_sigma)
+    if sigma > 0:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    cv2.scaleAdd(_noise_window(rng_noise, cfg.size, cfg.size), _uniform(rng_noise, cfg.noise) / 255, img, dst=img)
+    np.clip(img, 0, 1, out=img)
+    return img, labels
+

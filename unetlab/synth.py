@@ -295,16 +295,28 @@ def _scratch_path(rng: np.random.Generator, n: int) -> np.ndarray:
     return centre + t * length * d + (1 - 4 * t**2) * sag * normal
 
 
+def _draw_line(canvas: np.ndarray, path: np.ndarray, width: float) -> None:
+    """An anti-aliased polyline whose core (coverage >= 1/2) is ``round(width)`` px wide.
+
+    OpenCV's thick anti-aliased lines grow in odd steps (thickness 1, 2, 3 give cores of 1, 3, 5 px), so a
+    ``k`` px line is drawn as ``k`` one-pixel lines side by side, 1 px apart across the path.
+    """
+    d = path[-1] - path[0]
+    normal = np.array([-d[1], d[0]], np.float32) / np.float32(np.hypot(*d) + 1e-6)
+    k = max(1, round(width))
+    for offset in np.arange(k, dtype=np.float32) - np.float32((k - 1) / 2):
+        cv2.polylines(canvas, [_fixed(path + offset * normal)], False, 255, 1, cv2.LINE_AA, _SHIFT)
+
+
 def _draw_scratch(canvas: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
-    n = cfg.size
     width = _uniform(rng, cfg.scratch_width)
-    path = _scratch_path(rng, n)
-    cv2.polylines(canvas, [_fixed(path)], False, 255, max(1, round(width)), cv2.LINE_AA, _SHIFT)
+    path = _scratch_path(rng, cfg.size)
+    _draw_line(canvas, path, width)
     if rng.random() < 0.25:  # a parallel twin, as two tips of one tool leave
         d = path[-1] - path[0]
-        normal = np.array([-d[1], d[0]]) / (np.hypot(*d) + 1e-6)
-        offset = normal * rng.uniform(width + 2.5, width + 6) * rng.choice([-1, 1])
-        cv2.polylines(canvas, [_fixed(path + offset)], False, 255, max(1, round(width)), cv2.LINE_AA, _SHIFT)
+        normal = np.array([-d[1], d[0]], np.float32) / np.float32(np.hypot(*d) + 1e-6)
+        _draw_line(canvas, path + normal * np.float32(rng.uniform(width + 2.5, width + 6) * rng.choice([-1, 1])),
+                   width)
 
 
 def _crack_branch(canvas, rng, start, heading, width, length, branching, depth) -> None:
@@ -319,7 +331,7 @@ def _crack_branch(canvas, rng, start, heading, width, length, branching, depth) 
     path = np.vstack([start, start + np.cumsum(moves, 0)]).astype(np.float32)
     widths = width * (1 - np.arange(steps + 1) / (steps + 1)) ** 0.7
     # Segments grouped by integer thickness: one polylines call per group instead of one line call per step.
-    thick = np.maximum(1, np.round(widths)).astype(int)
+    thick = (widths / 2 + 1).astype(int)  # OpenCV thickness t draws a core of ~2t-1 px
     cuts = np.flatnonzero(np.diff(thick)) + 1
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(path)]):
         seg = path[max(0, a - 1):b]
@@ -359,8 +371,8 @@ def _stain_alpha(rng: np.random.Generator, radius: float) -> np.ndarray:
     """
     side = 2 * int(math.ceil(radius * 1.3)) + 1
     field = _upsample(1.2 * _BUMP + 0.45 * _noise_window(rng, *_BUMP.shape), side, side)
-    # gain: ~field units per pixel at the edge, so the 0..1 ramp of alpha spans about 2 px.
-    gain = radius / 2.5
+    # The field rises ~2.2/radius per pixel at the edge, so this gain spreads the 0..1 ramp of alpha over ~3 px.
+    gain = radius / 7
     alpha = np.clip(field * gain + 0.5, 0, 1)
     # Keep the feather only within 2 px of the core: faint lobes that never reach 0.5 would be visible but
     # unlabelled, and the mask must tell the truth.

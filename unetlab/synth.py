@@ -72,7 +72,7 @@ class DefectConfig:
     crack_contrast: tuple[float, float] = _knob((50.0, 110.0), 10.0, 150.0, 1.0, "crack darkening", "gray levels")
     crack_branching: float = _knob(0.4, 0.0, 1.0, 0.05, "how often a crack branches (0 = never)")
     stains: tuple[int, int] = _knob((0, 1), 0, 5, 1, "stains per image")
-    stain_size: tuple[float, float] = _knob((14.0, 40.0), 4.0, 120.0, 1.0, "stain radius", "px")
+    stain_size: tuple[float, float] = _knob((10.0, 28.0), 4.0, 120.0, 1.0, "stain radius", "px")
     stain_contrast: tuple[float, float] = _knob((25.0, 60.0), 10.0, 150.0, 1.0,
                                                 "stain contrast (lighter or darker)", "gray levels")
     defect_free: float = _knob(0.1, 0.0, 1.0, 0.05, "share of images without any defect")
@@ -406,7 +406,12 @@ def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -
         mottle = 1 + 0.25 * _upsample(_noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
         iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
         a = alpha[py, px]
-        img[iy, ix] += np.float32(contrast) * a * mottle[py, px]
+        patch = img[iy, ix]
+        # A deposit hides the grain under it: pull the texture towards its local mean. This is also what makes a
+        # stain's middle recognisable from nearby pixels alone, without seeing its edge.
+        smooth = cv2.GaussianBlur(patch, (0, 0), 3.0)
+        patch += (smooth - patch) * (np.float32(rng.uniform(0.5, 0.9)) * a)
+        patch += np.float32(contrast) * a * mottle[py, px]
         labels[iy, ix][a > 0.5] = 3
 
     canvas = np.empty((n, n), np.uint8)

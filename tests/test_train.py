@@ -1,0 +1,303 @@
+"""fit, History and checkpoints on a toy task a tiny UNet learns in seconds (mask = image > 0.5)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import unetlab
+from unetlab.evaluate import evaluate
+from unetlab.losses import BCEDiceLoss
+from unetlab.model import UNet
+from unetlab.train import History, default_device, fit, load_checkpoint, save_checkpoint
+
+
+def tiny_unet(seed: int = 0) -> UNet:
+    """UNet(base=4) with weights drawn from ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet(base=4)
+
+
+def toy_batches(n: int = 16, seed: int = 0) -> TensorDataset:
+    """Random 32x32 images whose defect mask is simply ``image > 0.5``."""
+    images = torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return TensorDataset(images, (images > 0.5).float())
+
+
+def loader(shuffle: bool = False, n: int = 16, seed: int = 0) -> DataLoader:
+    return DataLoader(toy_batches(n, seed), batch_size=4, shuffle=shuffle)
+
+
+FAST = dict(lr=1e-2, progress=False, device="cpu")
+
+
+class InterruptingLoader:
+    """Yields the batches of ``base`` and raises KeyboardInterrupt after one batch of pass ``interrupt_pass``."""
+
+    def __init__(self, base: DataLoader, interrupt_pass: int) -> None:
+        self.base, self.interrupt_pass, self.passes = base, interrupt_pass, 0
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self):
+        self.passes += 1
+        for i, batch in enumerate(self.base):
+            if self.passes == self.interrupt_pass and i == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_default_device_follows_availability():
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert default_device() == torch.device(expected)
+
+
+def test_fit_learns_the_toy_task_and_records_every_epoch():
+    model = tiny_unet()
+    history = fit(model, loader(shuffle=True), loader(seed=1), epochs=5, **FAST)
+    assert history.epochs == 5
+    for values in (history.train_loss, history.val_loss, history.val_dice, history.lr, history.seconds):
+        assert len(values) == 5 and all(math.isfinite(v) for v in values)
+    assert history.train_loss[-1] < 0.85 * history.train_loss[0]
+    assert history.val_dice[-1] > history.val_dice[0] + 0.1
+    assert history.lr == [1e-2] * 5  # constant by default
+
+
+def test_fit_without_validation_leaves_the_validation_lists_empty():
+    history = fit(tiny_unet(), loader(), epochs=2, **FAST)
+    assert history.epochs == 2 and history.val_loss == [] and history.val_dice == []
+    assert history.best_epoch == 2
+
+
+def test_fit_accepts_batches_with_labels():
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    labels = (images[:, 0] > 0.5).long() * 2
+    data = DataLoader(TensorDataset(images, (images > 0.5).float(), labels), batch_size=4)
+    assert fit(tiny_unet(), data, data, epochs=1, **FAST).epochs == 1
+
+
+def test_progress_bar_shows_epoch_loss_and_val_dice(capsys):
+    fit(tiny_unet(), loader(), loader(seed=1), epochs=2, **{**FAST, "progress": True})
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "loss=" in err and "val_dice=" in err and "8/8" in err
+    fit(tiny_unet(), loader(), epochs=1, **FAST)
+    assert capsys.readouterr().err == ""
+
+
+def test_fit_leaves_the_global_rng_untouched():
+    before = torch.random.get_rng_state()
+    fit(tiny_unet(), loader(shuffle=True), epochs=1, **FAST)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("channels_last, expected", [("auto", True), (False, False)])
+def test_fit_sets_the_memory_format(channels_last, expected):
+    model = tiny_unet()
+    fit(model, loader(n=4), epochs=1, channels_last=channels_last, **FAST)
+    weight = model.encoder[0][3].weight  # (4, 4, 3, 3): the layouts differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+
+
+def test_fit_bf16_autocast_on_cpu_trains():
+    history = fit(tiny_unet(), loader(), epochs=2, amp="bf16", **FAST)
+    assert all(math.isfinite(v) for v in history.train_loss)
+
+
+@pytest.mark.parametrize(
+    "scheduler, last_lr",
+    [
+        ("onecycle", 1e-2 / 25 / 1e4),  # OneCycleLR's defaults: start at max_lr / 25, end 1e4 times lower
+        ("cosine", 1e-2 * (1 + math.cos(math.pi * 11 / 12)) / 2),  # step 11 of 12 (3 epochs x 4 batches)
+    ],
+)
+def test_schedulers_step_per_batch(scheduler, last_lr):
+    history = fit(tiny_unet(), loader(), epochs=3, scheduler=scheduler, **FAST)
+    assert max(history.lr) <= 1e-2 and history.lr[0] > 1e-3
+    assert history.lr[-1] == pytest.approx(last_lr, rel=1e-6)
+
+
+def test_history_round_trips_through_a_dict():
+    history = History(train_loss=[3.0, 2.0, 1.5], val_loss=[3.1, 2.2, 2.4], val_dice=[0.2, 0.7, 0.7],
+                      lr=[1e-4] * 3, seconds=[1.0, 1.1, 0.9])
+    assert History.from_dict(history.to_dict()) == history
+    assert history.best_epoch == 2  # the first of the tied best epochs, counted from 1
+    assert History().best_epoch is None
+    with pytest.raises(ValueError, match="unknown keys"):
+        History.from_dict({"train_loss": [1.0], "accuracy": [0.5]})
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
+    model = tiny_unet()
+    path = tmp_path / "runs" / "model.pt"
+    data_config = {"size": 32, "brightness": (70.0, 170.0), "surface": "mixed"}
+    history = fit(model, loader(), loader(seed=1), epochs=1, checkpoint=path, data_config=data_config, **FAST)
+    loaded, info = load_checkpoint(path)
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert not loaded.training
+    assert info["model_config"] == model.config
+    assert info["data_config"] == data_config
+    assert info["history"] == history
+    assert info["epoch"] == 1
+    assert info["unetlab_version"] == unetlab.__version__
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary files left
+
+
+def test_save_checkpoint_round_trip(tmp_path):
+    model = tiny_unet(seed=7).eval()
+    path = save_checkpoint(tmp_path / "m.pt", model, history=History(train_loss=[1.0]), epoch=1)
+    loaded, info = load_checkpoint(path)
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    assert info["history"].train_loss == [1.0] and info["data_config"] is None
+
+
+def test_checkpoint_holds_the_best_epoch_not_the_last(tmp_path):
+    # Training toward the inverted masks makes validation Dice fall, so the first epoch is the best one.
+    bce_dice = BCEDiceLoss()
+    model = tiny_unet()
+    history = fit(model, loader(), loader(seed=1), epochs=3, checkpoint=tmp_path / "m.pt",
+                  loss_fn=lambda logits, masks: bce_dice(logits, 1 - masks), **FAST)
+    assert history.best_epoch == 1 and history.val_dice[-1] < history.val_dice[0]
+    loaded, info = load_checkpoint(tmp_path / "m.pt")
+    assert info["epoch"] == 1 and info["history"].epochs == 3
+    best_dice = evaluate(loaded, loader(seed=1), device="cpu", progress=False).summary["dice"]
+    last_dice = evaluate(model, loader(seed=1), device="cpu", progress=False).summary["dice"]
+    assert best_dice == pytest.approx(history.val_dice[0], abs=1e-12)
+    assert last_dice == pytest.approx(history.val_dice[-1], abs=1e-12)
+
+
+def test_resume_continues_exactly_where_training_stopped(tmp_path):
+    straight = fit(tiny_unet(), loader(shuffle=True), loader(seed=1), epochs=4, **FAST)
+    path = tmp_path / "m.pt"
+    first = fit(tiny_unet(), loader(shuffle=True), loader(seed=1), epochs=2, checkpoint=path, **FAST)
+    resumed_model = tiny_unet(seed=99)  # weights are overwritten by the checkpoint's
+    resumed = fit(resumed_model, loader(shuffle=True), loader(seed=1), epochs=4, checkpoint=path, resume=True,
+                  **FAST)
+    assert resumed.epochs == 4 and resumed.train_loss[:2] == first.train_loss
+    np.testing.assert_allclose(resumed.train_loss, straight.train_loss, rtol=1e-5)
+    np.testing.assert_allclose(resumed.val_dice, straight.val_dice, rtol=1e-5)
+    assert load_checkpoint(path)[1]["history"].epochs == 4
+
+
+def test_resume_refuses_incompatible_checkpoints(tmp_path):
+    save_checkpoint(tmp_path / "weights_only.pt", tiny_unet())
+    with pytest.raises(ValueError, match="no training state"):
+        fit(tiny_unet(), loader(), epochs=2, checkpoint=tmp_path / "weights_only.pt", resume=True, **FAST)
+    fit(tiny_unet(), loader(), epochs=1, checkpoint=tmp_path / "m.pt", **FAST)
+    with pytest.raises(ValueError, match="cannot resume .* holds UNet"):
+        fit(UNet(base=8), loader(), epochs=2, checkpoint=tmp_path / "m.pt", resume=True, **FAST)
+    with pytest.raises(ValueError, match="scheduler"):
+        fit(tiny_unet(), loader(), epochs=2, checkpoint=tmp_path / "m.pt", resume=True, scheduler="cosine", **FAST)
+    with pytest.raises(ValueError, match="trained without a val_loader"):
+        fit(tiny_unet(), loader(), loader(), epochs=2, checkpoint=tmp_path / "m.pt", resume=True, **FAST)
+    fit(tiny_unet(), loader(), epochs=1, checkpoint=tmp_path / "onecycle.pt", scheduler="onecycle", **FAST)
+    with pytest.raises(ValueError, match="planned for 1 epochs; resume with epochs=1"):
+        fit(tiny_unet(), loader(), epochs=2, checkpoint=tmp_path / "onecycle.pt", resume=True,
+            scheduler="onecycle", **FAST)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fit(tiny_unet(), loader(), epochs=2, checkpoint=tmp_path / "missing.pt", resume=True, **FAST)
+
+
+def test_keyboard_interrupt_leaves_the_last_finished_epoch_on_disk(tmp_path):
+    path = tmp_path / "m.pt"
+    interrupting = InterruptingLoader(loader(), interrupt_pass=3)  # pass 1: fit's first-batch check
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_unet(), interrupting, epochs=3, checkpoint=path, **FAST)
+    assert interrupting.passes == 3
+    _, info = load_checkpoint(path)
+    assert info["epoch"] == 1 and info["history"].epochs == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    history = fit(tiny_unet(), loader(), epochs=3, checkpoint=path, resume=True, **FAST)
+    assert history.epochs == 3
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_unet(seed=1), epoch=1)
+    before = path.read_bytes()
+
+    def dies_mid_write(obj, file):
+        file.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, tiny_unet(seed=2), epoch=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    assert load_checkpoint(path)[1]["epoch"] == 1
+
+
+def test_load_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    good = save_checkpoint(tmp_path / "good.pt", tiny_unet())
+    data = good.read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.pt: it is truncated, corrupt"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    (tmp_path / "notes.pt").write_text("not a checkpoint\n")
+    with pytest.raises(ValueError, match="notes.pt: it is truncated, corrupt"):
+        load_checkpoint(tmp_path / "notes.pt")
+    torch.save(tiny_unet(), tmp_path / "pickled_module.pt")  # a whole pickled model, not weights
+    with pytest.raises(ValueError, match="not a weights-only torch file"):
+        load_checkpoint(tmp_path / "pickled_module.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is not a unetlab checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    payload = torch.load(good, weights_only=True)
+    payload["model_config"]["base"] = 8
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match="mismatch.pt do not fit"):
+        load_checkpoint(tmp_path / "mismatch.pt")
+    payload["model_config"]["depth"] = 0
+    torch.save(payload, tmp_path / "bad_config.pt")
+    with pytest.raises(ValueError, match="invalid model_config"):
+        load_checkpoint(tmp_path / "bad_config.pt")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr=0.0), "lr must be a finite number > 0"),
+        (dict(lr=-1e-3), "lr must be a finite number > 0"),
+        (dict(lr=float("nan")), "lr must be a finite number > 0"),
+        (dict(epochs=0), "epochs must be an int >= 1"),
+        (dict(scheduler="step"), "scheduler must be one of"),
+        (dict(amp="fp16"), "amp='fp16' needs a CUDA or MPS device"),
+        (dict(amp="yes"), "amp must be one of"),
+        (dict(channels_last="on"), "channels_last must be"),
+        (dict(resume=True), "resume=True needs the checkpoint path"),
+        (dict(seed=-1), "seed must be an int >= 0"),
+        (dict(data_config={"sigma": np.float64(1.0)}), r"data_config\['sigma'\] is a numpy.float64"),
+    ],
+)
+def test_fit_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(tiny_unet(), loader(), **{**FAST, "epochs": 1, **kwargs})
+
+
+def test_fit_rejects_bad_loaders_before_training():
+    model = tiny_unet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="train_loader is empty"):
+        fit(model, DataLoader(toy_batches(0), batch_size=4), **FAST)
+    colour = TensorDataset(torch.rand(4, 3, 32, 32), torch.zeros(4, 1, 32, 32))
+    with pytest.raises(ValueError, match="train_loader: .*got 3 channels: convert colour images to grayscale"):
+        fit(model, DataLoader(colour, batch_size=2), **FAST)
+    wrong_masks = TensorDataset(torch.rand(4, 1, 32, 32), torch.zeros(4, 32, 32))
+    with pytest.raises(ValueError, match=r"val_loader: expected masks of shape \(2, 1, 32, 32\)"):
+        fit(model, loader(), DataLoader(wrong_masks, batch_size=2), **FAST)
+    with pytest.raises(ValueError, match=r"expected batches \(images, masks\)"):
+        fit(model, [torch.rand(2, 1, 32, 32)], **FAST)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing was trained

@@ -1,0 +1,188 @@
+"""The slider playground (unetlab.widgets) and the sample pictures it shares with unetlab.viz, headless."""
+
+import dataclasses
+import statistics
+import time
+
+import cv2
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from unetlab.synth import CLASS_NAMES, DefectConfig, make_sample  # noqa: E402
+from unetlab.viz import CLASS_COLORS, label_overlay, show_samples  # noqa: E402
+from unetlab.widgets import PANEL_PX, SEED_RANGE, defect_playground, render_preview  # noqa: E402
+
+KNOBS = [f.name for f in dataclasses.fields(DefectConfig)]
+
+
+def _extremes(control) -> list:
+    """The values that put ``control`` at its minimum and at its maximum (every option of a dropdown)."""
+    if hasattr(control, "options"):  # every option, the current one last so that each step is a change
+        options = list(control.options)
+        i = options.index(control.value)
+        return options[i + 1:] + options[:i + 1]
+    if isinstance(control.value, tuple):  # a range slider: both handles at the bottom, then both at the top
+        return [(control.min, control.min), (control.max, control.max)]
+    return [control.min, control.max]
+
+
+def _decoded(panel) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(panel.value, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_a_control_for_every_knob_plus_the_seed():
+    pg = defect_playground()
+    assert set(pg.controls) == set(KNOBS) | {"seed"}
+    assert pg.current_config() == DefectConfig()
+    assert pg.renders == 1 and pg.error == ""
+
+
+@pytest.mark.parametrize("name", KNOBS + ["seed"])
+def test_every_control_at_its_minimum_and_maximum_rerenders(name):
+    pg = defect_playground(DefectConfig(size=64), seed=3)
+    control = pg.controls[name]
+    for value in _extremes(control):
+        before = pg.renders
+        control.value = value
+        assert pg.error == "", pg.error
+        assert pg.renders == before + 1
+        cfg = pg.current_config()
+        if name == "seed":
+            assert pg.seed == value
+        else:
+            assert getattr(cfg, name) == pytest.approx(value)
+        # The preview holds exactly the sample of the new knobs, and the panels show it.
+        image, labels = make_sample(cfg, pg.seed)
+        np.testing.assert_array_equal(pg.last.image, image)
+        np.testing.assert_array_equal(pg.last.labels, labels)
+        shown = _decoded(pg.panels[0])
+        assert shown.shape == (PANEL_PX, PANEL_PX)
+        if cfg.size == PANEL_PX:
+            np.testing.assert_array_equal(shown, np.rint(image * 255).astype(np.uint8))
+        assert _decoded(pg.panels[2]).shape == (PANEL_PX, PANEL_PX, 3)
+
+
+def test_moving_a_slider_changes_the_picture():
+    pg = defect_playground(DefectConfig(size=256, defect_free=0.0), seed=1)
+    first = pg.panels[0].value
+    pg.controls["brightness"].value = (200.0, 200.0)
+    assert pg.panels[0].value != first
+    assert pg.last.image.mean() > 0.6  # 200 gray levels is bright
+
+
+def test_invalid_config_is_shown_not_raised():
+    pg = defect_playground(DefectConfig(size=64))
+    good = pg.last
+    slider = pg.controls["defect_free"]
+    slider.max = 2.0  # a slider the dataclass range does not bound any more
+    slider.value = 1.5
+    assert "defect_free" in pg.error and "[0.0, 1.0]" in pg.error
+    assert "Not drawn" in pg.status.value and "defect_free" in pg.status.value
+    assert pg.last is good and pg.renders == 1
+    slider.value = 0.5  # back to a valid value: drawn again, message gone
+    assert pg.error == "" and pg.renders == 2 and "Not drawn" not in pg.status.value
+
+
+def test_playgrounds_are_independent():
+    a, b = defect_playground(DefectConfig(size=64)), defect_playground(DefectConfig(size=64))
+    a.controls["seed"].value = 7
+    assert (a.renders, b.renders) == (2, 1)
+    assert b.seed == 0
+
+
+def test_update_is_fast_at_the_default_size():
+    pg = defect_playground()
+    times = []
+    for seed in range(1, 6):
+        start = time.perf_counter()
+        pg.controls["seed"].value = seed
+        times.append(time.perf_counter() - start)
+    assert pg.renders == 6
+    assert statistics.median(times) < 0.150  # the issue's budget per update (measured ~11 ms)
+
+
+def test_render_preview_is_pure():
+    cfg = DefectConfig(size=64, defect_free=0.0)
+    a, b = render_preview(cfg, 5), render_preview(cfg, 5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert a.overlay.shape == (64, 64, 3) and a.labels.any()
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="defect_playground expects a DefectConfig .*got str 'nonsense'"):
+        defect_playground(cfg="nonsense")
+    with pytest.raises(ValueError, match=r"int seed in \[0, 999\]; got -1"):
+        defect_playground(seed=-1)
+    with pytest.raises(ValueError, match="int seed"):
+        defect_playground(seed=2.5)
+    assert SEED_RANGE == (0, 999)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# viz: label_overlay and show_samples
+
+
+def test_label_overlay_tints_defects_only():
+    image = np.full((4, 5), 0.5, np.float32)
+    labels = np.zeros((4, 5), np.uint8)
+    labels[0, 0], labels[1, 1], labels[2, 2] = 1, 2, 3
+    rgb = label_overlay(image, labels, alpha=1.0)
+    assert rgb.shape == (4, 5, 3) and rgb.dtype == np.float32
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(rgb[k - 1, k - 1], CLASS_COLORS[k])
+    np.testing.assert_array_equal(rgb[labels == 0], 0.5)  # background stays gray
+    half = label_overlay(image, labels, alpha=0.5)
+    np.testing.assert_allclose(half[1, 1], 0.25 + 0.5 * np.asarray(CLASS_COLORS[2]), rtol=1e-6)
+
+
+def test_label_overlay_bad_input():
+    image = np.zeros((4, 4), np.float32)
+    with pytest.raises(ValueError, match="one size"):
+        label_overlay(image, np.zeros((4, 5), np.uint8))
+    with pytest.raises(ValueError, match="integer class ids"):
+        label_overlay(image, np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"class ids 0..3; got values 0..7"):
+        label_overlay(image, np.full((4, 4), 7, np.uint8) * np.eye(4, dtype=np.uint8))
+    with pytest.raises(ValueError, match="alpha in"):
+        label_overlay(image, np.zeros((4, 4), np.uint8), alpha=2)
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        label_overlay(np.zeros((2, 4, 4)), np.zeros((2, 4, 4), np.uint8))
+
+
+def test_show_samples_grid_and_legend():
+    cfg = DefectConfig(size=32, defect_free=0.0)
+    pairs = [make_sample(cfg, s) for s in range(5)]
+    images, labels = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    fig = show_samples(images, labels, titles=[f"#{i}" for i in range(5)], ncols=3)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 5 and len(fig.axes) == 6  # 2 rows x 3 columns, one cell empty
+    np.testing.assert_allclose(shown[0].images[0].get_array(), label_overlay(images[0], labels[0]))
+    assert [ax.get_title() for ax in shown] == [f"#{i}" for i in range(5)]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(CLASS_NAMES[1:])
+    plt.close(fig)
+    fig = show_samples(images[:2, None], labels[:2], overlay=False)  # (N, 1, H, W) images work too
+    assert sum(bool(ax.images) for ax in fig.axes) == 4  # image | label map per sample
+    plt.close(fig)
+    fig = show_samples(list(images[:3]), list(labels[:3]))  # lists of (H, W) arrays too
+    assert sum(bool(ax.images) for ax in fig.axes) == 3
+    plt.close(fig)
+    fig = show_samples(images[:2], np.zeros_like(labels[:2]))  # nothing labelled: no legend
+    assert not fig.legends
+    plt.close(fig)
+
+
+def test_show_samples_bad_input():
+    images, labels = np.zeros((2, 8, 8)), np.zeros((2, 8, 8), np.uint8)
+    with pytest.raises(ValueError, match="one shape"):
+        show_samples(images, labels[:1])
+    with pytest.raises(ValueError, match="3 titles for 2 images"):
+        show_samples(images, labels, titles=["a", "b", "c"])
+    with pytest.raises(ValueError, match="ncols >= 1"):
+        show_samples(images, labels, ncols=0)
+    with pytest.raises(ValueError, match="images of one size"):
+        show_samples([np.zeros((8, 8)), np.zeros((4, 4))], labels)

@@ -1,0 +1,312 @@
+"""Command line: ``unetlab demo | generate | train | evaluate`` (also ``python -m unetlab ...``).
+
+``unetlab demo`` is the whole tutorial in one command with the embedded defaults: draw samples, train a UNet on
+synthetic data, evaluate it on a held-out synthetic test set, write the figures and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from . import __version__
+from .config import FULL, QUICK, RunSizes, is_quick
+from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
+from .io import atomic_write
+from .evaluate import evaluate, predict, threshold_sweep
+from .model import UNet, count_parameters
+from .synth import SURFACES, DefectConfig, make_sample, sample_rng
+from .train import SCHEDULERS, default_device, fit, load_checkpoint
+
+# What the demo trains with. The product card's settings (constant lr 1e-4, 10 epochs, batch 8) are one flag away
+# (--card); README and chapter 04 show the measured comparison that chose these.
+DEMO_LR = 2e-3
+DEMO_SCHEDULE = "onecycle"
+CARD_LR = 1e-4
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers shared by the commands
+
+
+def _sizes(args: argparse.Namespace) -> RunSizes:
+    base = QUICK if (args.quick or is_quick()) else FULL
+    changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size")
+               if getattr(args, k, None) is not None}
+    for name, value in changes.items():
+        if value < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1; got {value}")
+    return RunSizes(**{**base.__dict__, **changes})
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, default=_plain).encode()))
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _samples_figure(figures: Path, seed: int) -> Path:
+    """figures/samples.png: each surface kind with each defect kind, then the default mix."""
+    from .viz import save_figure, show_samples
+
+    images, labels, titles = [], [], []
+    only = {"scratch": dict(scratches=(1, 2), cracks=(0, 0), stains=(0, 0)),
+            "crack": dict(scratches=(0, 0), cracks=(1, 1), stains=(0, 0)),
+            "stain": dict(scratches=(0, 0), cracks=(0, 0), stains=(1, 2))}
+    for surface in SURFACES:
+        for kind, counts in only.items():
+            image, lab = make_sample(DefectConfig(surface=surface, defect_free=0.0, **counts),
+                                     sample_rng(seed, len(images)))
+            images.append(image), labels.append(lab), titles.append(f"{surface} + {kind}")
+    for i in range(3):
+        image, lab = make_sample(DefectConfig(defect_free=0.0), sample_rng(seed, 100 + i))
+        images.append(image), labels.append(lab), titles.append("default mix")
+    return save_figure(show_samples(np.stack(images), np.stack(labels), titles, ncols=6), figures / "samples.png")
+
+
+def _print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    cfg = DefectConfig(size=args.size, surface=args.surface)
+    out = write_dataset(args.out, args.n, cfg, args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.n} images, masks and labels to {out}/ (config in {out / 'dataset.json'})")
+    return 0
+
+
+def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpoint: Path):
+    """Build loaders and a UNet, run fit; returns (model, history, loaders)."""
+    loaders = make_loaders(cfg, sizes, args.seed, num_workers=args.workers)
+    if getattr(args, "data", None):
+        folder = DefectFolder(args.data)
+        n_val = max(1, len(folder) // 10)
+        if len(folder) < 2:
+            raise SystemExit(f"error: {args.data} holds {len(folder)} image(s); training needs at least 2")
+        loaders["train"] = DataLoader(Subset(folder, range(len(folder) - n_val)), batch_size=sizes.batch_size,
+                                      shuffle=True, generator=torch.Generator().manual_seed(args.seed))
+        loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
+                                    batch_size=sizes.batch_size)
+    model = UNet(base=args.base)
+    lr = CARD_LR if args.card else args.lr
+    schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
+    history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
+                  checkpoint=checkpoint, resume=getattr(args, "resume", False), amp=args.amp,
+                  scheduler=schedule, data_config=cfg.to_dict(), seed=args.seed)
+    return history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
+                              "loss": "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
+                              "n_train": len(loaders["train"].dataset), "base": args.base, "amp": args.amp}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    sizes = _sizes(args)
+    out = Path(args.out)
+    checkpoint = out / "model.pt"
+    if checkpoint.exists() and not (args.resume or args.overwrite):
+        raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
+    history, _, settings = _train(args, sizes, DefectConfig(size=sizes.image_size), checkpoint)
+    best = history.best_epoch
+    print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
+    print(f"checkpoint: {checkpoint}")
+    return 0
+
+
+def _test_loader(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig) -> DataLoader:
+    if getattr(args, "data", None):
+        return DataLoader(DefectFolder(args.data), batch_size=1)  # real images may differ in size
+    ds = SyntheticDefects(sizes.n_test, cfg, args.seed, SPLIT_START["test"], return_labels=True)
+    return DataLoader(ds, batch_size=sizes.batch_size)
+
+
+def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: float) -> tuple[dict, dict, list[Path]]:
+    """Evaluate, sweep thresholds, draw the fixed and the worst samples; returns (summary, sweep, figure paths)."""
+    from .viz import plot_threshold_sweep, save_figure, show_predictions
+
+    result = evaluate(model, loader, threshold=threshold)
+    sweep = threshold_sweep(model, loader)
+    ds = loader.dataset
+    paths = [save_figure(plot_threshold_sweep(sweep), figures / "threshold_sweep.png")]
+    for name, indices in (("predictions", list(range(min(4, len(ds))))),
+                          ("worst", result.worst(4, with_defects=True))):
+        if not indices:
+            continue
+        images = np.stack([ds[i][0][0].numpy() for i in indices])
+        truths = np.stack([ds[i][1][0].numpy() for i in indices])
+        probs = predict(model, images)
+        paths.append(save_figure(show_predictions(images, truths, probs, threshold,
+                                                  titles=[f"test #{i}" for i in indices]), figures / f"{name}.png"))
+    return result.summary, sweep, paths
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model, info = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    sizes = _sizes(args)
+    cfg = DefectConfig.from_dict(info["data_config"]) if info.get("data_config") else DefectConfig()
+    summary, sweep, paths = _evaluate_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures),
+                                               args.threshold)
+    print(json.dumps({k: v for k, v in summary.items()}, indent=2, default=_plain))
+    if args.out:
+        _write_json(Path(args.out), {"summary": summary, "threshold_sweep": sweep})
+    print("figures: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    sizes = _sizes(args)
+    cfg = DefectConfig(size=sizes.image_size)
+    out, figures = Path(args.out), Path(args.figures)
+    device = torch.device(args.device) if args.device else default_device()
+    args.device = device
+    print(f"unetlab {__version__} demo on {device} ({'quick' if sizes == QUICK else 'full'} sizes: "
+          f"{sizes.n_train} train / {sizes.n_val} val / {sizes.n_test} test images, {sizes.epochs} epochs)")
+    seconds = {}
+
+    t = time.perf_counter()
+    _samples_figure(figures, args.seed)
+    seconds["samples"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    checkpoint = out / "model.pt"
+    history, loaders, settings = _train(args, sizes, cfg, checkpoint)
+    seconds["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    from .viz import plot_history, save_figure
+
+    save_figure(plot_history(history), figures / "training_curves.png")
+    model, _ = load_checkpoint(checkpoint, device=device)  # the best epoch, not the last
+    summary, sweep, _ = _evaluate_and_draw(model, loaders["test"], figures, args.threshold)
+    seconds["evaluate"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+
+    results = {
+        "held_out": {k: summary[k] for k in ("dice", "iou", "precision", "recall", "mean_dice",
+                                            "instance_recall", "fp_rate_defect_free") if k in summary},
+        "class_recall": summary.get("class_recall"),
+        "threshold": args.threshold,
+        "best_threshold": sweep["best_threshold"],
+        "best_threshold_dice": sweep["best_dice"],
+        "summary": summary,
+        "history": history.to_dict(),
+        "defect_config": cfg.to_dict(),
+        "run_sizes": sizes.__dict__,
+        "training": settings,
+        "model": {**UNet(base=args.base).config, "parameters": count_parameters(model)},
+        "seconds": seconds,
+        "device": str(device),
+        "versions": {"unetlab": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    _write_json(out / "results.json", results)
+
+    print("\nHeld-out synthetic test set "
+          f"({summary['n_images']} images never seen in training, threshold {args.threshold}):")
+    rows = [(name, f"{results['held_out'][name]:.3f}") for name in results["held_out"]]
+    rows += [(f"recall: {name}", f"{value:.3f}") for name, value in (results["class_recall"] or {}).items()]
+    rows += [("training", f"{settings['epochs']} epochs, lr {settings['lr']:g} ({settings['schedule']}), "
+                          f"batch {settings['batch_size']}, {settings['n_train']} images"),
+             ("time", f"{seconds['total']:.0f} s in all ({seconds['train']:.0f} s training) on {device}"),
+             ("results", str(out / "results.json")), ("figures", f"{figures}/")]
+    _print_table(rows)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> None:
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test (same as UNETLAB_QUICK=1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and the shuffling (default 0)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
+    p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is a defect")
+    if not training:
+        return
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
+    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train})")
+    p.add_argument("--n-val", type=int, default=None, help=f"validation images (default {FULL.n_val})")
+    p.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR:g})")
+    p.add_argument("--schedule", choices=("constant",) + tuple(s for s in SCHEDULERS if s), default=DEMO_SCHEDULE,
+                   help=f"learning-rate schedule (default {DEMO_SCHEDULE})")
+    p.add_argument("--card", action="store_true",
+                   help=f"the product card's settings: Adam at a constant lr {CARD_LR:g} (overrides --lr/--schedule)")
+    p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
+                   help="mixed precision: auto = on for CUDA only; bf16 is opt-in on CPUs that have it")
+    p.add_argument("--base", type=int, default=16, help="UNet channels at full resolution (default 16)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unetlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"unetlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate -> train -> evaluate -> figures and results.json")
+    _add_run_options(p)
+    p.add_argument("--out", default="runs/demo", help="folder for the checkpoint and results.json")
+    p.add_argument("--figures", default="figures", help="folder for the PNG figures (default figures/)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("generate", help="write a synthetic dataset (images/, masks/, labels/, dataset.json)")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--out", required=True, help="dataset folder (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--surface", default="mixed", help="mixed, " + ", ".join(SURFACES))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train a UNet on synthetic data (or on --data FOLDER)")
+    _add_run_options(p)
+    p.add_argument("--out", default="runs/train", help="folder for model.pt")
+    p.add_argument("--data", default=None, help="images/ + masks/ folder to train on instead of on-the-fly data")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
+    p.add_argument("--overwrite", action="store_true", help="start over even if OUT/model.pt exists")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on held-out synthetic data (or on --data FOLDER)")
+    p.add_argument("--checkpoint", required=True, help="model.pt written by train or demo")
+    _add_run_options(p, training=False)
+    p.add_argument("--data", default=None, help="images/ + masks/ folder to evaluate on")
+    p.add_argument("--figures", default="figures", help="folder for the PNG figures")
+    p.add_argument("--out", default=None, help="also write the scores to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: any checkpoint on disk holds the last finished epoch (resume with --resume)",
+              file=sys.stderr)
+        return 130

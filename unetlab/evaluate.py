@@ -1,0 +1,262 @@
+"""Use a trained model: ``predict`` defect probabilities, ``evaluate`` it on a loader, sweep the threshold.
+
+All three run the model in eval mode (BatchNorm uses its running statistics) without gradients, in float32,
+and put the model back in the mode it was in. Scores come from :mod:`unetlab.metrics`, so their conventions
+hold here: a pixel is predicted as defect when its probability is ``> threshold``; a ratio 0 / 0 counts as 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .metrics import MetricAccumulator, confusion_counts, scores_from_counts
+from .train import default_device, split_batch
+
+GRAYSCALE_HINT = "convert to grayscale first, e.g. cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)"
+
+
+def predict(
+    model: nn.Module,
+    images: np.ndarray | Tensor,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+) -> np.ndarray | Tensor:
+    """Defect probability of every pixel, for images of any size.
+
+    Args:
+        model: a binary segmentation model returning (B, 1, H, W) logits, e.g. :class:`unetlab.UNet`. It is moved
+            to ``device``.
+        images: grayscale images in [0, 1], as
+            a numpy array (H, W) or (N, H, W), or a torch tensor (H, W), (1, H, W) or (N, 1, H, W).
+            ``uint8`` arrays and tensors (0..255 gray levels, as ``cv2.imread`` returns) are divided by 255.
+            Float values must be finite and in [0, 1]. A numpy array whose last axis has 3 or 4 entries is taken
+            for a colour image and refused.
+        device: where to run; None picks :func:`unetlab.train.default_device`.
+        batch_size: images per forward pass.
+
+    Returns:
+        float32 probabilities in [0, 1] with the shape of ``images``: a numpy array for numpy input, a tensor
+        on the input's device for tensor input. H and W need not be multiples of the model's ``2**depth``:
+        the images are reflect-padded up to one and the result is cropped back.
+
+    Raises:
+        ValueError: colour images, wrong number of dimensions, no images, NaN/inf, values outside [0, 1], images
+            smaller than the model's ``2**depth``, or ``batch_size < 1``.
+        TypeError: ``images`` is neither a numpy array nor a tensor.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    batch, restore = _as_batch(images, _in_channels(model))
+    device = _prepare(model, device)
+    with _eval_mode(model):
+        probs = torch.cat([_probabilities(model, chunk.to(device)).cpu() for chunk in batch.split(batch_size)])
+    return restore(probs)
+
+
+def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """(N, C, H, W) float32 tensor in [0, 1] from the forms :func:`predict` accepts, and the function that gives
+    a (N, 1, H, W) result back the input's shape and type."""
+    if isinstance(images, np.ndarray):
+        if images.ndim in (3, 4) and images.shape[-1] in (3, 4):
+            raise ValueError(f"predict expects grayscale images (H, W) or (N, H, W); got shape {images.shape}, "
+                             f"which looks like {images.shape[-1]} colour channels: {GRAYSCALE_HINT}")
+        if images.ndim not in (2, 3):
+            raise ValueError(f"predict expects a numpy array of shape (H, W) or (N, H, W); got shape {images.shape}")
+        ndim = images.ndim
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        x = x[None, None] if ndim == 2 else x[:, None]
+        restore = (lambda p: p[0, 0].numpy()) if ndim == 2 else (lambda p: p[:, 0].numpy())
+    elif isinstance(images, Tensor):
+        if images.dim() not in (2, 3, 4):
+            raise ValueError(f"predict expects a tensor of shape (H, W), (1, H, W) or (N, 1, H, W); "
+                             f"got {tuple(images.shape)}")
+        ndim, source_device = images.dim(), images.device
+        x = images.detach().cpu()
+        x = x.reshape((1,) * (4 - ndim) + tuple(x.shape))
+        restore = lambda p: p.reshape(p.shape[4 - ndim:]).to(source_device)  # noqa: E731
+    else:
+        raise TypeError(f"predict expects a numpy array or a torch tensor; got {type(images).__name__}")
+    if x.shape[1] != in_channels:
+        hint = (f": {GRAYSCALE_HINT}" if x.shape[1] in (3, 4) and in_channels == 1
+                else " (a stack of grayscale tensors is (N, 1, H, W))")
+        raise ValueError(f"the model expects {in_channels} channel(s) (N, {in_channels}, H, W); "
+                         f"got {x.shape[1]} channels in shape {tuple(images.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"predict got no images (shape {tuple(images.shape)})")
+    return _as_unit_float(x), restore
+
+
+def _as_unit_float(x: Tensor) -> Tensor:
+    """uint8 gray levels / 255, or float images checked to be finite and in [0, 1]; float32 either way."""
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    if not x.is_floating_point():
+        raise ValueError(f"predict expects float images in [0, 1] or uint8 gray levels; got dtype {x.dtype}")
+    x = x.float()
+    if not torch.isfinite(x).all():
+        raise ValueError("predict got NaN or infinite pixel values; expected float images in [0, 1]")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < 0 or hi > 1:
+        hint = " (they look like 0..255 gray levels: divide by 255)" if lo >= 0 and hi <= 255 else ""
+        raise ValueError(f"predict expects float images in [0, 1]; got values {lo:.3g}..{hi:.3g}{hint}")
+    return x
+
+
+def _in_channels(model: nn.Module) -> int:
+    return getattr(model, "config", {}).get("in_channels", 1)
+
+
+def _prepare(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    return device
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside the block; the model's previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
+    """(B, C, H, W) images -> (B, 1, H, W) probabilities; reflect-pads H and W up to a multiple of ``2**depth``."""
+    multiple = 2 ** getattr(model, "config", {}).get("depth", 0)
+    h, w = images.shape[-2:]
+    if h < multiple or w < multiple:
+        raise ValueError(f"images must be at least {multiple} x {multiple} pixels for this model; got {h} x {w}")
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
+    return torch.sigmoid(model(images).float())[..., :h, :w]
+
+
+def _predicted_batches(model, loader, device, progress, desc) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """Yield ``(probs, masks, labels or None)`` on ``device`` for every batch of ``loader``."""
+    in_channels = _in_channels(model)
+    with _eval_mode(model):
+        for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            images, masks, labels = split_batch(batch, in_channels)
+            probs = _probabilities(model, images.to(device))
+            yield probs, masks.to(device), labels.to(device) if labels is not None else None
+
+
+def _check_threshold(threshold: float) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be a number in [0, 1); got {threshold!r}")
+
+
+@dataclass
+class EvalResult:
+    """Scores of one evaluation.
+
+    Attributes:
+        summary: from :meth:`unetlab.metrics.MetricAccumulator.compute` (without ``per_image``), plus the
+            ``threshold``: pooled ``dice``, ``iou``, ``precision``, ``recall``; ``mean_dice`` (mean per-image
+            Dice); ``fp_rate_defect_free`` (share of defect-free images with any predicted pixel);
+            ``class_recall`` (per class, when the batches carry labels); ``instance_recall``,
+            ``instances_found``, ``instances_total``; ``n_images``, ``n_defect_free``.
+        per_image: one dict per image, in loader order: ``index`` (position in the loader's order, which is the
+            dataset index when the loader does not shuffle), ``dice``, ``iou``, ``precision``, ``recall``,
+            ``truth_pixels`` (defect pixels in the ground truth), ``pred_pixels``.
+    """
+
+    summary: dict[str, Any]
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    def worst(self, n: int = 5, *, with_defects: bool = False) -> list[int]:
+        """Indices of the ``n`` images with the lowest Dice, worst first (lower index first on ties).
+
+        ``with_defects=True`` considers only images whose ground truth has a defect.
+        """
+        rows = [r for r in self.per_image if r["truth_pixels"] > 0 or not with_defects]
+        return [r["index"] for r in sorted(rows, key=lambda r: (r["dice"], r["index"]))[:n]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"summary": ..., "per_image": [...]}`` as plain Python values, ready for ``json.dump``."""
+        return {"summary": dict(self.summary), "per_image": [dict(r) for r in self.per_image]}
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    threshold: float = 0.5,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Score ``model`` on every batch of ``loader`` at one threshold.
+
+    Args:
+        model: returns (B, 1, H, W) logits; moved to ``device``.
+        loader: batches ``(images, masks)`` or ``(images, masks, labels)`` (labels enable per-class recall and
+            per-class instances).
+        threshold: a pixel is predicted as defect when its probability is > threshold, in [0, 1).
+        device: where to run; None picks :func:`unetlab.train.default_device`.
+        progress: show a progress bar over the batches.
+    """
+    _check_threshold(threshold)
+    device = _prepare(model, device)
+    accumulator, seen = MetricAccumulator(threshold=threshold), False
+    for probs, masks, labels in _predicted_batches(model, loader, device, progress, "evaluate"):
+        accumulator.update(probs, masks, labels)
+        seen = True
+    if not seen:
+        raise ValueError("evaluate got an empty loader: it yields no batches")
+    report = accumulator.compute()
+    per_image = report.pop("per_image")
+    rows = [{"index": i, **{name: values[i] for name, values in per_image.items()}}
+            for i in range(report["n_images"])]
+    return EvalResult(summary={**report, "threshold": threshold}, per_image=rows)
+
+
+def threshold_sweep(
+    model: nn.Module,
+    loader: Iterable,
+    thresholds: Iterable[float] = np.round(np.linspace(0.05, 0.95, 19), 2),
+    *,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pooled scores at many thresholds from one pass of the model over ``loader``.
+
+    Args:
+        thresholds: 1-D sequence of thresholds in [0, 1) (a pixel is a defect when its probability is > t).
+
+    Returns:
+        ``{"thresholds", "dice", "iou", "precision", "recall"}`` as float64 numpy arrays of the same length, plus
+        ``best_threshold`` and ``best_dice`` (the threshold with the highest pooled Dice; the first on ties).
+    """
+    thresholds = np.asarray(list(thresholds), dtype=np.float64)
+    if thresholds.ndim != 1 or thresholds.size == 0 or not np.all((thresholds >= 0) & (thresholds < 1)):
+        raise ValueError(f"thresholds must be a non-empty 1-D sequence of numbers in [0, 1); got {thresholds!r}")
+    device = _prepare(model, device)
+    totals = torch.zeros(len(thresholds), 3, dtype=torch.int64, device=device)  # tp, fp, fn per threshold
+    seen = False
+    for probs, masks, _ in _predicted_batches(model, loader, device, progress, "threshold sweep"):
+        truth = masks > 0.5
+        for row, t in zip(totals, thresholds):
+            tp, fp, fn, _ = confusion_counts(probs > t, truth)
+            row += torch.stack([tp.sum(), fp.sum(), fn.sum()])
+        seen = True
+    if not seen:
+        raise ValueError("threshold_sweep got an empty loader: it yields no batches")
+    scores = {name: value.cpu().numpy() for name, value in scores_from_counts(*totals.T).items()}
+    best = int(np.argmax(scores["dice"]))
+    return {"thresholds": thresholds, **scores, "best_threshold": float(thresholds[best]),
+            "best_dice": float(scores["dice"][best])}

@@ -1,0 +1,324 @@
+"""Pictures of results (matplotlib only): error overlays, prediction rows, training curves, threshold sweeps.
+
+Every plotting function returns the :class:`matplotlib.figure.Figure` (made with pyplot, so ``plt.show()``
+displays it in a notebook); :func:`save_figure` writes one to disk atomically.
+
+Error colours (Okabe-Ito / microscopy palette, distinguishable with every common colour-vision deficiency and
+against a gray image):
+
+    true positive   bluish green  #009E73   defect found
+    false positive  magenta       #FF00FF   defect predicted where there is none
+    false negative  yellow        #F0E442   defect missed
+
+Images are (H, W) floats in [0, 1]; stacks are (N, H, W) or (N, 1, H, W); numpy arrays and torch tensors both
+work (tensors are copied to the CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from .io import atomic_write
+from .metrics import per_image_scores
+from .synth import CLASS_NAMES
+
+ERROR_COLORS: dict[str, str] = {
+    "true positive": "#009E73",
+    "false positive": "#FF00FF",
+    "false negative": "#F0E442",
+}
+PANEL_INCHES = 2.2  # side of one image panel
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    """numpy copy of an array or tensor (detached, on the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor; got {type(x).__name__}")
+    return x
+
+
+def _as_image(x: Any, name: str) -> np.ndarray:
+    """(H, W) or (1, H, W) -> (H, W)."""
+    x = _as_numpy(x, name)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a grayscale image of shape (H, W) or (1, H, W); got shape {x.shape}")
+    return x
+
+
+def _as_stack(x: Any, name: str) -> np.ndarray:
+    """(H, W), (N, H, W) or (N, 1, H, W) -> (N, H, W)."""
+    x = _as_numpy(x, name)
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape (H, W), (N, H, W) or (N, 1, H, W); got shape {x.shape}")
+    return x
+
+
+def overlay_errors(image: Any, truth: Any, pred: Any) -> np.ndarray:
+    """The image in gray with found, false and missed defect pixels painted in :data:`ERROR_COLORS`.
+
+    Args:
+        image: (H, W) or (1, H, W) float in [0, 1].
+        truth: same shape, the true defect mask (bool, or numbers > 0.5 for defect).
+        pred: same shape, the predicted mask (bool, or numbers > 0.5 for defect, so probabilities are
+            thresholded at 0.5).
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 1], for ``plt.imshow``.
+    """
+    image = _as_image(image, "image").astype(np.float32)
+    truth, pred = _as_image(truth, "truth") > 0.5, _as_image(pred, "pred") > 0.5
+    if not image.shape == truth.shape == pred.shape:
+        raise ValueError(f"overlay_errors expects image, truth and pred of one shape; "
+                         f"got {image.shape}, {truth.shape} and {pred.shape}")
+    rgb = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2)
+    for where, label in ((truth & pred, "true positive"), (~truth & pred, "false positive"),
+                         (truth & ~pred, "false negative")):
+        rgb[where] = to_rgb(ERROR_COLORS[label])
+    return rgb
+
+
+def add_error_legend(fig: Figure) -> None:
+    """Add the legend of :data:`ERROR_COLORS` below the panels of ``fig`` (which uses the constrained layout)."""
+    handles = [Patch(facecolor=color, edgecolor="black", label=label) for label, color in ERROR_COLORS.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+
+
+def show_predictions(
+    images: Any,
+    truths: Any,
+    probs: Any,
+    threshold: float = 0.5,
+    titles: Sequence[str] | None = None,
+) -> Figure:
+    """One row per sample: input | ground truth | prediction | error overlay, with the Dice of each row.
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W) float in [0, 1] (a single (H, W) image gives one row).
+        truths: same shape, true defect masks (> 0.5 is defect).
+        probs: same shape, predicted probabilities in [0, 1] (e.g. from :func:`unetlab.predict`).
+        threshold: a pixel is predicted as defect when its probability is > threshold.
+        titles: optional label for each row (e.g. the sample index), shown above its input.
+    """
+    images, truths, probs = _as_stack(images, "images"), _as_stack(truths, "truths"), _as_stack(probs, "probs")
+    if not images.shape == truths.shape == probs.shape:
+        raise ValueError(f"show_predictions expects images, truths and probs of one shape; "
+                         f"got {images.shape}, {truths.shape} and {probs.shape}")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"show_predictions got {len(titles)} titles for {len(images)} images")
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be in [0, 1); got {threshold!r}")
+    truth, pred = truths > 0.5, probs > threshold
+    dice = per_image_scores(pred, truth)["dice"]
+    n = len(images)
+    fig, axes = plt.subplots(n, 4, figsize=(4 * PANEL_INCHES, n * PANEL_INCHES + 0.4), squeeze=False,
+                             layout="constrained")
+    for i, row in enumerate(axes):
+        panels = (
+            (images[i], titles[i] if titles is not None else "input"),
+            (truth[i], "ground truth"),
+            (pred[i], f"prediction (p > {threshold:g})"),
+            (overlay_errors(images[i], truth[i], pred[i]), f"errors: Dice {dice[i]:.3f}"),
+        )
+        for ax, (picture, title) in zip(row, panels):
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    add_error_legend(fig)
+    return fig
+
+
+def plot_history(history: Any) -> Figure:
+    """Training curves: train and validation loss (left), validation Dice with the best epoch marked (right).
+
+    Args:
+        history: a :class:`unetlab.train.History` or its ``to_dict()`` (lists ``train_loss``, ``val_loss``,
+            ``val_dice`` per epoch; the validation lists may be empty).
+    """
+    data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
+    train_loss = list(data.get("train_loss", []))
+    val_loss, val_dice = list(data.get("val_loss", [])), list(data.get("val_dice", []))
+    if not train_loss:
+        raise ValueError("plot_history needs a history with at least one epoch of train_loss")
+    for name, values in (("val_loss", val_loss), ("val_dice", val_dice)):
+        if values and len(values) != len(train_loss):
+            raise ValueError(f"plot_history: {name} has {len(values)} epochs but train_loss has {len(train_loss)}")
+    epochs = np.arange(1, len(train_loss) + 1)
+    fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
+    ax_loss.plot(epochs, train_loss, "o-", label="train")
+    if val_loss:
+        ax_loss.plot(epochs, val_loss, "s-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_loss.legend()
+    if val_dice:
+        best = int(np.argmax(val_dice))
+        ax_dice.plot(epochs, val_dice, "o-", color="C2")
+        ax_dice.plot(epochs[best], val_dice[best], "*", color="black", markersize=14,
+                     label=f"best: epoch {epochs[best]}, Dice {val_dice[best]:.3f}")
+        ax_dice.legend(loc="lower right")
+    else:
+        ax_dice.text(0.5, 0.5, "no validation", ha="center", va="center", transform=ax_dice.transAxes)
+    ax_dice.set(xlabel="epoch", ylabel="Dice", title="validation Dice (threshold 0.5)", ylim=(0, 1))
+    for ax in (ax_loss, ax_dice):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_threshold_sweep(sweep: dict[str, Any]) -> Figure:
+    """Pooled Dice (and IoU when present) against the threshold, the best threshold marked.
+
+    Args:
+        sweep: the dict of :func:`unetlab.evaluate.threshold_sweep`: arrays ``thresholds`` and ``dice`` of one
+            length, optionally ``iou``.
+    """
+    if "thresholds" not in sweep or "dice" not in sweep:
+        raise ValueError(f"plot_threshold_sweep needs 'thresholds' and 'dice'; got keys {sorted(sweep)}")
+    thresholds, dice = np.asarray(sweep["thresholds"], float), np.asarray(sweep["dice"], float)
+    if thresholds.ndim != 1 or thresholds.shape != dice.shape or thresholds.size == 0:
+        raise ValueError(f"plot_threshold_sweep needs 1-D thresholds and dice of one length; "
+                         f"got shapes {thresholds.shape} and {dice.shape}")
+    best = int(np.argmax(dice))
+    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
+    ax.plot(thresholds, dice, "o-", label="Dice")
+    if "iou" in sweep:
+        ax.plot(thresholds, np.asarray(sweep["iou"], float), "s--", label="IoU", alpha=0.7)
+    ax.axvline(thresholds[best], color="black", linestyle=":", linewidth=1)
+    ax.plot(thresholds[best], dice[best], "*", color="black", markersize=14,
+            label=f"best: t = {thresholds[best]:.2f}, Dice {dice[best]:.3f}")
+    ax.set(xlabel="threshold on the defect probability", ylabel="pooled score", xlim=(0, 1), ylim=(0, 1),
+           title="threshold sweep")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the extension, e.g. ``.png``) atomically; return the path.
+
+    Missing parent folders (e.g. ``figures/``) are created. The image is drawn into a temporary file in the same
+    folder and renamed over ``path`` in one step, so a reader never sees a half-written picture.
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"save_figure needs a path ending in one of {sorted('.' + k for k in supported)}; got {path}")
+    atomic_write(path, lambda file: fig.savefig(file, format=fmt, dpi=dpi))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sample pictures: synthetic images with their class labels
+
+# One RGB colour (0..1) per class id of ``synth.CLASS_NAMES``, from the Okabe-Ito palette (distinguishable with
+# the common colour-vision deficiencies, and bright against a gray image). Background (id 0) is never painted:
+# it stays transparent, so its entry is only a placeholder.
+CLASS_COLORS: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 0.0),  # 0 background: not drawn
+    to_rgb("#F0E442"),  # 1 scratch: yellow
+    to_rgb("#D55E00"),  # 2 crack: vermillion
+    to_rgb("#56B4E9"),  # 3 stain: sky blue
+)
+
+
+def label_overlay(image: Any, labels: Any, alpha: float = 0.5) -> np.ndarray:
+    """The image in gray with every defect pixel tinted in its class colour (:data:`CLASS_COLORS`).
+
+    Args:
+        image: (H, W) or (1, H, W) float in [0, 1].
+        labels: same size, integer class ids 0..3 (0 background is left untouched).
+        alpha: opacity of the tint, from 0 (invisible) to 1 (solid colour).
+
+    Returns:
+        (H, W, 3) float32 RGB in [0, 1], for ``plt.imshow``.
+    """
+    image, labels = _as_image(image, "image"), _as_image(labels, "labels")
+    if labels.shape != image.shape:
+        raise ValueError(f"label_overlay expects image and labels of one size; got {image.shape} and {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"label_overlay expects integer class ids as labels; got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASS_COLORS)):
+        raise ValueError(f"label_overlay expects class ids 0..{len(CLASS_COLORS) - 1}; "
+                         f"got values {labels.min()}..{labels.max()}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"label_overlay expects alpha in [0, 1]; got {alpha!r}")
+    rgb = np.repeat(np.clip(image, 0, 1).astype(np.float32)[..., None], 3, axis=2)
+    defect = labels > 0
+    rgb[defect] = (1 - alpha) * rgb[defect] + alpha * np.asarray(CLASS_COLORS, np.float32)[labels[defect]]
+    return rgb
+
+
+def add_class_legend(fig: Figure) -> None:
+    """Add the legend of the defect classes' colours below the panels of ``fig`` (constrained layout)."""
+    handles = [Patch(facecolor=CLASS_COLORS[k], edgecolor="black", label=CLASS_NAMES[k])
+               for k in range(1, len(CLASS_NAMES))]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+
+
+def _as_sample_stack(x: Any, name: str) -> np.ndarray:
+    """Like :func:`_as_stack`, and also a list or tuple of (H, W) / (1, H, W) arrays or tensors of one size."""
+    if not isinstance(x, (list, tuple)):
+        return _as_stack(x, name)
+    items = [_as_image(item, f"{name}[{i}]") for i, item in enumerate(x)]
+    if not items or any(item.shape != items[0].shape for item in items):
+        raise ValueError(f"{name} must be a non-empty sequence of images of one size; "
+                         f"got shapes {[item.shape for item in items]}")
+    return np.stack(items)
+
+
+def show_samples(images: Any, labels: Any, titles: Sequence[str] | None = None, ncols: int = 4,
+                 overlay: bool = True) -> Figure:
+    """A grid of samples: each cell the image tinted by its labels, or (``overlay=False``) image | label map.
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W) float in [0, 1], or a list of N (H, W) / (1, H, W) images (arrays or
+            tensors); a single (H, W) image gives one cell.
+        labels: (N, H, W) integer class ids 0..3 (``synth.CLASS_NAMES``), or a list of N (H, W) maps, e.g. from
+            ``make_sample`` or ``SyntheticDefects(..., return_labels=True)``.
+        titles: optional caption for each sample.
+        ncols: samples per row.
+        overlay: True tints the defects on the image; False shows each image beside its coloured label map.
+    """
+    images, labels = _as_sample_stack(images, "images"), _as_sample_stack(labels, "labels")
+    if images.shape != labels.shape:
+        raise ValueError(f"show_samples expects images and labels of one shape; got {images.shape} and {labels.shape}")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"show_samples got {len(titles)} titles for {len(images)} images")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"show_samples expects ncols >= 1; got {ncols!r}")
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    per_sample = 1 if overlay else 2
+    fig, axes = plt.subplots(nrows, ncols * per_sample, squeeze=False, layout="constrained",
+                             figsize=(ncols * per_sample * PANEL_INCHES, nrows * PANEL_INCHES + 0.4))
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (image, lab) in enumerate(zip(images, labels)):
+        row, col = divmod(i, ncols)
+        cells = axes[row, col * per_sample:(col + 1) * per_sample]
+        if overlay:
+            cells[0].imshow(label_overlay(image, lab), interpolation="nearest")
+        else:
+            cells[0].imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            cells[1].imshow(label_overlay(np.zeros_like(image), lab, alpha=1.0), interpolation="nearest")
+        if titles is not None:
+            cells[0].set_title(titles[i], fontsize=9)
+    if labels.any():  # no legend for pictures without a single labelled pixel
+        add_class_legend(fig)
+    return fig

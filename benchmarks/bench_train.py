@@ -6,7 +6,7 @@ inputs from a fixed torch.Generator, a few warm-up steps (oneDNN builds its kern
 on the machine only ever slow a block down). Prints the machine and a markdown table::
 
     .venv/bin/python benchmarks/bench_train.py --steps 5 --repeats 3
-    .venv/bin/python benchmarks/bench_train.py --malloc-no-mmap   # Linux/glibc allocator experiment
+    .venv/bin/python benchmarks/bench_train.py --default-malloc   # without fit()'s glibc allocator setting
 
 Not a test: nothing here passes or fails.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import platform
 import time
@@ -24,6 +23,7 @@ import torch
 
 from unetlab.losses import BCEDiceLoss
 from unetlab.model import UNet
+from unetlab.train import keep_freed_memory_for_reuse
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,10 +36,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--base", type=int, default=16, help="UNet base width")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument(
-        "--malloc-no-mmap",
+        "--default-malloc",
         action="store_true",
-        help="glibc only: serve large tensors from the heap and keep freed memory, instead of fresh mmap pages "
-        "that the kernel must zero on every allocation",
+        help="leave glibc's allocator as it is (fit() on the CPU keeps freed memory for reuse: "
+        "unetlab.train.keep_freed_memory_for_reuse)",
     )
     args = parser.parse_args()
     for name in ("steps", "repeats", "batch", "size", "base"):
@@ -48,14 +48,6 @@ def parse_args() -> argparse.Namespace:
     if args.size % 4:
         parser.error(f"--size must be divisible by 4 (two 2x downsamplings); got {args.size}")
     return args
-
-
-def keep_freed_memory() -> None:
-    """Tell glibc malloc never to mmap and not to give freed memory back (process-wide, Linux only)."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4  # constants from <malloc.h>
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30)):
-        raise RuntimeError("mallopt refused the settings")
 
 
 def machine() -> str:
@@ -125,8 +117,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.malloc_no_mmap:
-        keep_freed_memory()
+    tuned = not args.default_malloc and keep_freed_memory_for_reuse()
     configs = [
         (torch.device("cpu"), "fp32", torch.contiguous_format, None),
         (torch.device("cpu"), "fp32", torch.channels_last, None),
@@ -141,7 +132,7 @@ def main() -> None:
     print(
         f"UNet(base={args.base}, depth=2), batch {args.batch}, {args.size}x{args.size}, BCEDiceLoss + Adam, "
         f"{args.warmup} warm-up steps, best of {args.repeats} x {args.steps} timed steps"
-        + (", malloc: no mmap" if args.malloc_no_mmap else "")
+        + (", glibc malloc keeps freed memory (as in fit)" if tuned else ", default malloc")
         + "\n"
     )
     print("| device | precision | memory format | train img/s | inference img/s |")

@@ -262,11 +262,13 @@ def test_stains_are_irregular_soft_edged_blobs_not_ellipses():
         region = np.zeros_like(blob)
         cv2.drawContours(region, [largest], -1, 1, -1)
         mismatch.append(np.logical_xor(region, ellipse).sum() / region.sum())
-        # Soft edge: just outside the mask the change fades instead of stopping dead.
+        # Soft edge: just outside the mask the change fades instead of stopping dead. A hard edge (no feather)
+        # would leave every pixel of this 1 px ring unchanged.
         ring = (cv2.dilate(blob, np.ones((3, 3), np.uint8)) > 0) & (blob == 0)
         change = np.abs(image - clean)
         inside = np.median(change[blob > 0])
-        assert 0.05 * inside < np.median(change[ring]) < 0.8 * inside
+        partial = (change[ring] > 0.05 * inside) & (change[ring] < 0.8 * inside)
+        assert partial.mean() > 0.25, f"sample {i}: only {partial.mean():.0%} of the edge ring is partly changed"
     assert len(mismatch) >= 10
     assert np.mean(mismatch) > 0.12, f"stains look like ellipses (mean mismatch {np.mean(mismatch):.2f})"
 

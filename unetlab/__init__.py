@@ -13,7 +13,7 @@ The public API, in the order the tutorial meets it:
 
 __version__ = "0.1.0"
 
-from .config import FULL, QUICK, RunSizes, is_quick, run_sizes
+from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick, run_sizes
 from .data import DefectFolder, SyntheticDefects, make_loaders, read_image, read_mask, write_dataset
 from .evaluate import EvalResult, evaluate, predict, threshold_sweep
 from .losses import BCEDiceLoss, dice_loss
@@ -27,7 +27,7 @@ from .viz import (CLASS_COLORS, label_overlay, overlay_errors, plot_history, plo
 from .widgets import defect_playground, render_preview
 
 __all__ = [
-    "__version__", "FULL", "QUICK", "RunSizes", "is_quick", "run_sizes",
+    "__version__", "FULL", "QUICK", "RunSizes", "is_quick", "run_sizes", "CARD_LR", "DEMO_LR", "DEMO_SCHEDULE",
     "CLASS_NAMES", "SURFACES", "DefectConfig", "make_sample", "sample_rng",
     "DefectFolder", "SyntheticDefects", "make_loaders", "read_image", "read_mask", "write_dataset",
     "defect_playground", "render_preview",

@@ -19,19 +19,13 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import __version__
-from .config import FULL, QUICK, RunSizes, is_quick
+from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
 from .evaluate import evaluate, predict, threshold_sweep
 from .model import UNet, count_parameters
 from .synth import SURFACES, DefectConfig, make_sample, sample_rng
 from .train import SCHEDULERS, default_device, fit, load_checkpoint
-
-# What the demo trains with. The product card's settings (constant lr 1e-4, 10 epochs, batch 8) are one flag away
-# (--card); README and chapter 04 show the measured comparison that chose these.
-DEMO_LR = 2e-3
-DEMO_SCHEDULE = "onecycle"
-CARD_LR = 1e-4
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -108,6 +102,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
                                       shuffle=True, generator=torch.Generator().manual_seed(args.seed))
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
                                     batch_size=sizes.batch_size)
+    torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model
     model = UNet(base=args.base)
     lr = CARD_LR if args.card else args.lr
     schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
@@ -139,14 +134,22 @@ def _test_loader(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig) -
     return DataLoader(ds, batch_size=sizes.batch_size)
 
 
-def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: float) -> tuple[dict, dict, list[Path]]:
-    """Evaluate, sweep thresholds, draw the fixed and the worst samples; returns (summary, sweep, figure paths)."""
-    from .viz import plot_threshold_sweep, save_figure, show_predictions
+def _choose_threshold(model, val_loader: DataLoader, figures: Path) -> dict:
+    """Sweep thresholds on the validation set (never on the test set) and draw the curve."""
+    from .viz import plot_threshold_sweep, save_figure
+
+    sweep = threshold_sweep(model, val_loader)
+    save_figure(plot_threshold_sweep(sweep), figures / "threshold_sweep.png")
+    return sweep
+
+
+def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: float) -> tuple[dict, list[Path]]:
+    """Evaluate at ``threshold``, draw fixed and worst samples; returns (summary, figure paths)."""
+    from .viz import save_figure, show_predictions
 
     result = evaluate(model, loader, threshold=threshold)
-    sweep = threshold_sweep(model, loader)
     ds = loader.dataset
-    paths = [save_figure(plot_threshold_sweep(sweep), figures / "threshold_sweep.png")]
+    paths = []
     for name, indices in (("predictions", list(range(min(4, len(ds))))),
                           ("worst", result.worst(4, with_defects=True))):
         if not indices:
@@ -156,18 +159,17 @@ def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: floa
         probs = predict(model, images)
         paths.append(save_figure(show_predictions(images, truths, probs, threshold,
                                                   titles=[f"test #{i}" for i in indices]), figures / f"{name}.png"))
-    return result.summary, sweep, paths
+    return result.summary, paths
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     model, info = load_checkpoint(args.checkpoint, device=args.device or default_device())
     sizes = _sizes(args)
     cfg = DefectConfig.from_dict(info["data_config"]) if info.get("data_config") else DefectConfig()
-    summary, sweep, paths = _evaluate_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures),
-                                               args.threshold)
-    print(json.dumps({k: v for k, v in summary.items()}, indent=2, default=_plain))
+    summary, paths = _evaluate_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures), args.threshold)
+    print(json.dumps(summary, indent=2, default=_plain))
     if args.out:
-        _write_json(Path(args.out), {"summary": summary, "threshold_sweep": sweep})
+        _write_json(Path(args.out), {"checkpoint": str(args.checkpoint), "summary": summary})
     print("figures: " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -197,7 +199,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     save_figure(plot_history(history), figures / "training_curves.png")
     model, _ = load_checkpoint(checkpoint, device=device)  # the best epoch, not the last
-    summary, sweep, _ = _evaluate_and_draw(model, loaders["test"], figures, args.threshold)
+    sweep = _choose_threshold(model, loaders["val"], figures)
+    threshold = sweep["best_threshold"] if args.threshold is None else args.threshold
+    summary, _ = _evaluate_and_draw(model, loaders["test"], figures, threshold)
+    at_half = summary if threshold == 0.5 else evaluate(model, loaders["test"], threshold=0.5, progress=False).summary
     seconds["evaluate"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
 
@@ -205,9 +210,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "held_out": {k: summary[k] for k in ("dice", "iou", "precision", "recall", "mean_dice",
                                             "instance_recall", "fp_rate_defect_free") if k in summary},
         "class_recall": summary.get("class_recall"),
-        "threshold": args.threshold,
-        "best_threshold": sweep["best_threshold"],
-        "best_threshold_dice": sweep["best_dice"],
+        "threshold": threshold,
+        "threshold_chosen_on": "validation set" if args.threshold is None else "command line",
+        "dice_at_threshold_0.5": at_half["dice"],
+        "val_threshold_sweep": {k: sweep[k] for k in ("thresholds", "dice", "iou")},
         "summary": summary,
         "history": history.to_dict(),
         "defect_config": cfg.to_dict(),
@@ -223,7 +229,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _write_json(out / "results.json", results)
 
     print("\nHeld-out synthetic test set "
-          f"({summary['n_images']} images never seen in training, threshold {args.threshold}):")
+          f"({summary['n_images']} images never seen in training, threshold {threshold:g} chosen on the "
+          f"{results['threshold_chosen_on']}):")
     rows = [(name, f"{results['held_out'][name]:.3f}") for name in results["held_out"]]
     rows += [(f"recall: {name}", f"{value:.3f}") for name, value in (results["class_recall"] or {}).items()]
     rows += [("training", f"{settings['epochs']} epochs, lr {settings['lr']:g} ({settings['schedule']}), "
@@ -243,9 +250,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the shuffling (default 0)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is a defect")
     if not training:
+        p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is a defect")
         return
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability above which a pixel is a defect (default: the best on the validation set)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
     p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train})")

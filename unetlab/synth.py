@@ -57,14 +57,14 @@ class DefectConfig:
     surface: str = field(default="mixed", metadata={"choices": SURFACE_CHOICES,
                                                      "help": "surface kind ('mixed' picks one per image)"})
     brightness: tuple[float, float] = _knob((70.0, 170.0), 30.0, 220.0, 1.0, "mean surface gray", "gray levels")
-    texture_contrast: tuple[float, float] = _knob((5.0, 14.0), 0.0, 40.0, 0.5, "texture strength (std)",
+    texture_contrast: tuple[float, float] = _knob((4.0, 12.0), 0.0, 40.0, 0.5, "texture strength (std)",
                                                   "gray levels")
     texture_scale: tuple[float, float] = _knob((0.75, 1.5), 0.25, 4.0, 0.05, "texture grain size (x1 = default)")
     illumination: tuple[float, float] = _knob((0.0, 40.0), 0.0, 100.0, 1.0, "uneven lighting, peak to peak",
                                               "gray levels")
     scratches: tuple[int, int] = _knob((0, 2), 0, 8, 1, "scratches per image")
     scratch_width: tuple[float, float] = _knob((1.0, 3.0), 1.0, 6.0, 0.5, "scratch width", "px")
-    scratch_contrast: tuple[float, float] = _knob((40.0, 90.0), 10.0, 150.0, 1.0,
+    scratch_contrast: tuple[float, float] = _knob((50.0, 100.0), 10.0, 150.0, 1.0,
                                                   "scratch contrast (lighter or darker)", "gray levels")
     cracks: tuple[int, int] = _knob((0, 1), 0, 5, 1, "cracks per image")
     crack_width: tuple[float, float] = _knob((2.0, 4.0), 1.0, 8.0, 0.5, "crack width at its root", "px")
@@ -73,11 +73,11 @@ class DefectConfig:
     crack_branching: float = _knob(0.4, 0.0, 1.0, 0.05, "how often a crack branches (0 = never)")
     stains: tuple[int, int] = _knob((0, 1), 0, 5, 1, "stains per image")
     stain_size: tuple[float, float] = _knob((10.0, 28.0), 4.0, 120.0, 1.0, "stain radius", "px")
-    stain_contrast: tuple[float, float] = _knob((25.0, 60.0), 10.0, 150.0, 1.0,
+    stain_contrast: tuple[float, float] = _knob((35.0, 75.0), 10.0, 150.0, 1.0,
                                                 "stain contrast (lighter or darker)", "gray levels")
     defect_free: float = _knob(0.1, 0.0, 1.0, 0.05, "share of images without any defect")
-    blur_sigma: tuple[float, float] = _knob((0.5, 1.2), 0.0, 3.0, 0.05, "optical blur sigma", "px")
-    noise: tuple[float, float] = _knob((2.0, 6.0), 0.0, 25.0, 0.5, "sensor noise std", "gray levels")
+    blur_sigma: tuple[float, float] = _knob((0.4, 1.0), 0.0, 3.0, 0.05, "optical blur sigma", "px")
+    noise: tuple[float, float] = _knob((2.0, 5.0), 0.0, 25.0, 0.5, "sensor noise std", "gray levels")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -371,8 +371,8 @@ def _stain_alpha(rng: np.random.Generator, radius: float) -> np.ndarray:
     """
     side = 2 * int(math.ceil(radius * 1.3)) + 1
     field = _upsample(1.2 * _BUMP + 0.45 * _noise_window(rng, *_BUMP.shape), side, side)
-    # The field rises ~2.2/radius per pixel at the edge, so this gain spreads the 0..1 ramp of alpha over ~3 px.
-    gain = radius / 7
+    # The field rises ~2.2/radius per pixel at the edge, so this gain spreads the 0..1 ramp of alpha over ~2.5 px.
+    gain = radius / 5
     alpha = np.clip(field * gain + 0.5, 0, 1)
     # Keep the feather only within 2 px of the core: faint lobes that never reach 0.5 would be visible but
     # unlabelled, and the mask must tell the truth.

@@ -25,8 +25,11 @@ Epochs are counted from 1: ``epoch=3`` means "after three passes over the traini
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import platform
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -49,6 +52,28 @@ CHECKPOINT_FORMAT = "unetlab.checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 SCHEDULERS = (None, "onecycle", "cosine")
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Ask glibc (Linux) to serve large tensors from its heap and keep freed memory for the next step.
+
+    By default glibc returns every block above 32 MB to the kernel as soon as it is freed, and the kernel must
+    zero fresh pages for the next one. One activation of a 256x256 batch of 8 at 16 channels is 33.5 MB, so every
+    training step paid that price again: measured on a 2-core CPU, 12 -> 17 training images/s. The setting is
+    process-wide, costs nothing where it does not apply (returns False: not glibc) and is made once by
+    :func:`fit` on the CPU. The process keeps its peak memory instead of handing it back between steps.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is None:
+        _MALLOC_TUNED = False
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            libc = ctypes.CDLL(None)
+            m_trim_threshold, m_mmap_max = -1, -4  # from <malloc.h>
+            _MALLOC_TUNED = bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30))
+    return _MALLOC_TUNED
+
+
+_MALLOC_TUNED: bool | None = None
 
 
 def default_device() -> torch.device:
@@ -219,6 +244,8 @@ def fit(
         _check_loader(val_loader, "val_loader", in_channels)
 
     loss_fn = loss_fn if loss_fn is not None else BCEDiceLoss()
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
     model.to(device=device, memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = _make_scheduler(scheduler, optimizer, lr, epochs, steps_per_epoch)

@@ -125,3 +125,14 @@ def test_interrupted_save_figure_keeps_the_previous_file(tmp_path, monkeypatch):
         save_figure(fig, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_gallery_shows_every_surface_with_each_defect_kind():
+    from unetlab.synth import SURFACES
+    from unetlab.viz import show_gallery
+
+    fig = show_gallery(seed=3)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titled) == 4 * len(SURFACES)
+    assert {t.split(":")[0] for t in titled} == set(SURFACES)
+    plt.close(fig)

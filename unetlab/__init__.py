@@ -23,7 +23,7 @@ from .model import UNet, count_parameters, receptive_field
 from .synth import CLASS_NAMES, SURFACES, DefectConfig, make_sample, sample_rng
 from .train import History, default_device, fit, load_checkpoint, save_checkpoint
 from .viz import (CLASS_COLORS, label_overlay, overlay_errors, plot_history, plot_threshold_sweep, save_figure,
-                  show_predictions, show_samples)
+                  show_gallery, show_predictions, show_samples)
 from .widgets import defect_playground, render_preview
 
 __all__ = [
@@ -36,5 +36,5 @@ __all__ = [
     "History", "default_device", "fit", "load_checkpoint", "save_checkpoint",
     "EvalResult", "evaluate", "predict", "threshold_sweep",
     "CLASS_COLORS", "label_overlay", "overlay_errors", "plot_history", "plot_threshold_sweep", "save_figure",
-    "show_predictions", "show_samples",
+    "show_gallery", "show_predictions", "show_samples",
 ]

@@ -24,7 +24,7 @@ from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, wri
 from .io import atomic_write
 from .evaluate import evaluate, predict, threshold_sweep
 from .model import UNet, count_parameters
-from .synth import SURFACES, DefectConfig, make_sample, sample_rng
+from .synth import SURFACES, DefectConfig
 from .train import SCHEDULERS, default_device, fit, load_checkpoint
 
 
@@ -52,25 +52,6 @@ def _plain(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _samples_figure(figures: Path, seed: int) -> Path:
-    """figures/samples.png: each surface kind with each defect kind, then the default mix."""
-    from .viz import save_figure, show_samples
-
-    images, labels, titles = [], [], []
-    only = {"scratch": dict(scratches=(1, 2), cracks=(0, 0), stains=(0, 0)),
-            "crack": dict(scratches=(0, 0), cracks=(1, 1), stains=(0, 0)),
-            "stain": dict(scratches=(0, 0), cracks=(0, 0), stains=(1, 2))}
-    for surface in SURFACES:
-        for kind, counts in only.items():
-            image, lab = make_sample(DefectConfig(surface=surface, defect_free=0.0, **counts),
-                                     sample_rng(seed, len(images)))
-            images.append(image), labels.append(lab), titles.append(f"{surface} + {kind}")
-    for i in range(3):
-        image, lab = make_sample(DefectConfig(defect_free=0.0), sample_rng(seed, 100 + i))
-        images.append(image), labels.append(lab), titles.append("default mix")
-    return save_figure(show_samples(np.stack(images), np.stack(labels), titles, ncols=6), figures / "samples.png")
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:
@@ -186,7 +167,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seconds = {}
 
     t = time.perf_counter()
-    _samples_figure(figures, args.seed)
+    from .viz import save_figure, show_gallery
+
+    save_figure(show_gallery(), figures / "samples.png")
     seconds["samples"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -195,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from .viz import plot_history, save_figure
+    from .viz import plot_history
 
     save_figure(plot_history(history), figures / "training_curves.png")
     model, _ = load_checkpoint(checkpoint, device=device)  # the best epoch, not the last

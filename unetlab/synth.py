@@ -245,11 +245,14 @@ def _woven(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
 _SURFACE_MAKERS = {"brushed": _brushed, "cast": _cast, "woven": _woven}
 
 
-def _lighting(rng: np.random.Generator, n: int, mean: float, peak_to_peak: float) -> np.ndarray:
-    """Brightness field: ``mean`` plus a random ramp and an off-centre vignette, ``peak_to_peak`` in all.
+def _add_lighting(img: np.ndarray, rng: np.random.Generator, mean: float, peak_to_peak: float) -> None:
+    """Add a brightness field to ``img`` (in place): ``mean`` plus a random ramp and an off-centre vignette,
+    ``peak_to_peak`` in all.
 
-    Both the ramp and the vignette are separable in x and y, so the field is one outer sum of two 1-D profiles.
+    Both the ramp and the vignette are separable in x and y, so the field is the sum of a column profile and a
+    row profile: two broadcast additions, no full-size temporary.
     """
+    n = img.shape[0]
     u = np.arange(n, dtype=np.float32) * np.float32(1 / n) - np.float32(0.5)
     angle, strength = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.5, 2.0))
     cy, cx = (float(v) for v in rng.uniform(-0.4, 0.4, size=2))
@@ -257,7 +260,8 @@ def _lighting(rng: np.random.Generator, n: int, mean: float, peak_to_peak: float
     fx = u * math.cos(angle) - strength * (u - cx) ** 2
     lo, hi = float(fy.min() + fx.min()), float(fy.max() + fx.max())
     k = peak_to_peak / (hi - lo + 1e-6)
-    return np.add.outer((fy - (lo + hi) / 2) * np.float32(k) + np.float32(mean), fx * np.float32(k))
+    img += ((fy - (lo + hi) / 2) * np.float32(k) + np.float32(mean))[:, None]
+    img += fx * np.float32(k)
 
 
 def _surface(cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
@@ -266,7 +270,7 @@ def _surface(cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
     kind = cfg.surface if cfg.surface != "mixed" else SURFACES[rng.integers(len(SURFACES))]
     img = _SURFACE_MAKERS[kind](rng, n, _uniform(rng, cfg.texture_scale))
     img *= np.float32(_uniform(rng, cfg.texture_contrast) / 255)
-    img += _lighting(rng, n, _uniform(rng, cfg.brightness) / 255, _uniform(rng, cfg.illumination) / 255)
+    _add_lighting(img, rng, _uniform(rng, cfg.brightness) / 255, _uniform(rng, cfg.illumination) / 255)
     return img
 
 
@@ -423,8 +427,10 @@ def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -
             draw(canvas, rng, cfg)
             polarity = sign if sign is not None else rng.choice([-1.0, 1.0])
             contrast = polarity * _uniform(rng, contrast_range) / 255
-            cv2.addWeighted(canvas, contrast / 255, img, 1.0, 0.0, dst=img, dtype=cv2.CV_32F)  # coverage 0..1
-            labels[canvas > 127] = label
+            x, y, w, h = cv2.boundingRect(canvas)  # work only where the defect was drawn
+            box = np.s_[y:y + h, x:x + w]
+            cv2.addWeighted(canvas[box], contrast / 255, img[box], 1.0, 0.0, dst=img[box], dtype=cv2.CV_32F)
+            labels[box][canvas[box] > 127] = label
     return labels
 
 

@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 
 from .io import atomic_write
 from .metrics import per_image_scores
-from .synth import CLASS_NAMES
+from .synth import CLASS_NAMES, SURFACES, DefectConfig, make_sample
 
 ERROR_COLORS: dict[str, str] = {
     "true positive": "#009E73",
@@ -322,3 +322,18 @@ def show_samples(images: Any, labels: Any, titles: Sequence[str] | None = None, 
     if labels.any():  # no legend for pictures without a single labelled pixel
         add_class_legend(fig)
     return fig
+
+
+def show_gallery(seed: int = 10) -> Figure:
+    """The README's picture: one row per surface kind; columns scratch, crack, stain alone, then all mixed.
+
+    Row ``i`` draws every column from seed ``seed + i``, so a row shows one surface with different defects.
+    """
+    kinds = {"scratch": dict(scratches=(2, 2), cracks=(0, 0), stains=(0, 0)),
+             "crack": dict(scratches=(0, 0), cracks=(1, 1), stains=(0, 0)),
+             "stain": dict(scratches=(0, 0), cracks=(0, 0), stains=(2, 2)),
+             "mixed": dict(scratches=(1, 2), cracks=(1, 1), stains=(1, 1))}
+    samples = [make_sample(DefectConfig(surface=surface, defect_free=0.0, **counts), seed + i)
+               for i, surface in enumerate(SURFACES) for counts in kinds.values()]
+    return show_samples([image for image, _ in samples], [labels for _, labels in samples],
+                        titles=[f"{surface}: {kind}" for surface in SURFACES for kind in kinds], ncols=len(kinds))

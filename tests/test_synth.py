@@ -97,6 +97,14 @@ def test_sample_i_depends_only_on_seed_and_index_whatever_the_order():
     assert make_sample(cfg, sample_rng(4, 0))[0].tobytes() != forward[0]
 
 
+def test_noise_windows_have_the_requested_shape_wherever_they_fall():
+    from unetlab.synth import _noise_window
+
+    rng = np.random.default_rng(0)
+    for h, w in ((5, 256), (256, 5), (64, 64), (1, 1000)):
+        assert all(_noise_window(rng, h, w).shape == (h, w) for _ in range(300))
+
+
 def test_no_global_random_state_is_read_or_written():
     np_state, py_state = np.random.get_state(), random.getstate()
     first = make_sample(DefectConfig(), 11)[0]

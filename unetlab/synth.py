@@ -179,7 +179,7 @@ def _noise_bank(side: int) -> np.ndarray:
 def _noise_window(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """An (h, w) float32 view (read-only: copy before writing) of N(0, 1) noise from the bank at a random offset."""
     bank = _noise_bank(max(1024, 2 * max(h, w)))
-    y, x = rng.integers(0, bank.shape[0] - h, size=2)
+    y, x = rng.integers(0, (bank.shape[0] - h + 1, bank.shape[1] - w + 1))
     return bank[y:y + h, x:x + w]
 
 

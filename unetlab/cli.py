@@ -7,6 +7,7 @@ synthetic data, evaluate it on a held-out synthetic test set, write the figures 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from .evaluate import evaluate, predict, threshold_sweep
 from .model import UNet, count_parameters
 from .synth import SURFACES, DefectConfig
 from .train import SCHEDULERS, default_device, fit, load_checkpoint
+from .viz import plot_history, plot_threshold_sweep, save_figure, show_gallery, show_predictions
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -39,7 +41,7 @@ def _sizes(args: argparse.Namespace) -> RunSizes:
     for name, value in changes.items():
         if value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1; got {value}")
-    return RunSizes(**{**base.__dict__, **changes})
+    return dataclasses.replace(base, **changes)
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -72,13 +74,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpoint: Path):
-    """Build loaders and a UNet, run fit; returns (model, history, loaders)."""
+    """Build loaders and a UNet and run fit; returns (model, history, loaders, training settings)."""
     loaders = make_loaders(cfg, sizes, args.seed, num_workers=args.workers)
     if getattr(args, "data", None):
         folder = DefectFolder(args.data)
-        n_val = max(1, len(folder) // 10)
         if len(folder) < 2:
             raise SystemExit(f"error: {args.data} holds {len(folder)} image(s); training needs at least 2")
+        n_val = max(1, len(folder) // 10)
         loaders["train"] = DataLoader(Subset(folder, range(len(folder) - n_val)), batch_size=sizes.batch_size,
                                       shuffle=True, generator=torch.Generator().manual_seed(args.seed))
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
@@ -90,7 +92,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
                   checkpoint=checkpoint, resume=getattr(args, "resume", False), amp=args.amp,
                   scheduler=schedule, data_config=cfg.to_dict(), seed=args.seed)
-    return history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
+    return model, history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
                               "loss": "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
                               "n_train": len(loaders["train"].dataset), "base": args.base, "amp": args.amp}
 
@@ -101,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
-    history, _, settings = _train(args, sizes, DefectConfig(size=sizes.image_size), checkpoint)
+    _, history, _, _ = _train(args, sizes, DefectConfig(size=sizes.image_size), checkpoint)
     best = history.best_epoch
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
     print(f"checkpoint: {checkpoint}")
@@ -117,8 +119,6 @@ def _test_loader(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig) -
 
 def _choose_threshold(model, val_loader: DataLoader, figures: Path) -> dict:
     """Sweep thresholds on the validation set (never on the test set) and draw the curve."""
-    from .viz import plot_threshold_sweep, save_figure
-
     sweep = threshold_sweep(model, val_loader)
     save_figure(plot_threshold_sweep(sweep), figures / "threshold_sweep.png")
     return sweep
@@ -126,8 +126,6 @@ def _choose_threshold(model, val_loader: DataLoader, figures: Path) -> dict:
 
 def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: float) -> tuple[dict, list[Path]]:
     """Evaluate at ``threshold``, draw fixed and worst samples; returns (summary, figure paths)."""
-    from .viz import save_figure, show_predictions
-
     result = evaluate(model, loader, threshold=threshold)
     ds = loader.dataset
     paths = []
@@ -167,19 +165,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     seconds = {}
 
     t = time.perf_counter()
-    from .viz import save_figure, show_gallery
-
     save_figure(show_gallery(), figures / "samples.png")
     seconds["samples"] = time.perf_counter() - t
 
     t = time.perf_counter()
     checkpoint = out / "model.pt"
-    history, loaders, settings = _train(args, sizes, cfg, checkpoint)
+    model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
     seconds["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    from .viz import plot_history
-
     save_figure(plot_history(history), figures / "training_curves.png")
     model, _ = load_checkpoint(checkpoint, device=device)  # the best epoch, not the last
     sweep = _choose_threshold(model, loaders["val"], figures)
@@ -200,9 +194,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "summary": summary,
         "history": history.to_dict(),
         "defect_config": cfg.to_dict(),
-        "run_sizes": sizes.__dict__,
+        "run_sizes": dataclasses.asdict(sizes),
         "training": settings,
-        "model": {**UNet(base=args.base).config, "parameters": count_parameters(model)},
+        "model": {**model.config, "parameters": count_parameters(model)},
         "seconds": seconds,
         "device": str(device),
         "versions": {"unetlab": __version__, "torch": torch.__version__, "numpy": np.__version__,

@@ -298,3 +298,28 @@ def test_where_defects_overlap_the_later_and_thinner_one_keeps_its_label():
         overlaps["crack over stain"] += ((no_scratch == CRACK) & (stains_only == STAIN)).sum()
         overlaps["scratch over crack"] += (scratch & (no_scratch == CRACK)).sum()
     assert all(v > 0 for v in overlaps.values()), overlaps
+
+
+def test_presets_change_only_their_knobs_and_the_default_bytes_stay():
+    from unetlab.synth import PRESETS
+
+    assert DefectConfig.preset("default") == DefectConfig()
+    wide = DefectConfig.preset("randomized", size=64)
+    assert wide.size == 64 and wide.illumination[1] > DefectConfig().illumination[1]
+    assert wide.edge_shading[1] > 0 and wide.distractors[1] > 0
+    assert set(PRESETS["randomized"]) <= {f.name for f in dataclasses.fields(DefectConfig)}
+    with pytest.raises(ValueError, match="unknown DefectConfig preset 'nope'"):
+        DefectConfig.preset("nope")
+    # The new knobs default to "off" and draw nothing: a default sample does not change when they exist.
+    image, labels = make_sample(DefectConfig(size=64), 3)
+    same, _ = make_sample(DefectConfig(size=64, edge_shading=(0.0, 0.0), distractors=(0, 0)), 3)
+    assert np.array_equal(image, same)
+
+
+def test_distractors_and_edge_shading_change_the_image_but_never_the_labels():
+    base = DefectConfig(size=64)
+    image, labels = make_sample(base, 5)
+    for changes in (dict(distractors=(3, 3)), dict(edge_shading=(60.0, 60.0))):
+        other, other_labels = make_sample(base.replace(**changes), 5)
+        assert np.array_equal(labels, other_labels)
+        assert np.abs(other - image).max() > 4 / 255

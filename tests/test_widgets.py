@@ -26,8 +26,12 @@ def _extremes(control) -> list:
         i = options.index(control.value)
         return options[i + 1:] + options[:i + 1]
     if isinstance(control.value, tuple):  # a range slider: both handles at the bottom, then both at the top
-        return [(control.min, control.min), (control.max, control.max)]
-    return [control.min, control.max]
+        extremes = [(control.min, control.min), (control.max, control.max)]
+    else:
+        extremes = [control.min, control.max]
+    # A knob that starts at its minimum (e.g. distractors, off by default) goes to the top first: every step
+    # must be a change, or no re-render is due.
+    return extremes[::-1] if control.value == extremes[0] else extremes
 
 
 def _decoded(panel) -> np.ndarray:

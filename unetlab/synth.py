@@ -9,7 +9,8 @@ float32 in [0, 1]; lengths and widths are in **pixels**.
 
 How an image is made (in this order):
 
-1. surface: mean brightness + texture (brushed, cast or woven) + uneven illumination;
+1. surface: mean brightness + texture (brushed, cast or woven) + uneven illumination, then (when their knobs
+   are above 0) edge shading and distractors: things a camera sees that are NOT defects and stay unlabelled;
 2. defects, as an additive intensity change ``delta`` and a label map:
    stains first, then cracks, then scratches. Where defects overlap, the label is the one drawn last, so a thin
    scratch across a stain stays a scratch: precedence is scratch (1) > crack (2) > stain (3);
@@ -62,6 +63,9 @@ class DefectConfig:
     texture_scale: tuple[float, float] = _knob((0.75, 1.5), 0.25, 4.0, 0.05, "texture grain size (x1 = default)")
     illumination: tuple[float, float] = _knob((0.0, 40.0), 0.0, 100.0, 1.0, "uneven lighting, peak to peak",
                                               "gray levels")
+    edge_shading: tuple[float, float] = _knob((0.0, 0.0), 0.0, 120.0, 1.0,
+                                              "shadow or glare band along an image edge", "gray levels")
+    distractors: tuple[int, int] = _knob((0, 0), 0, 8, 1, "unlabelled look-alikes: long faint streaks")
     scratches: tuple[int, int] = _knob((0, 2), 0, 8, 1, "scratches per image")
     scratch_width: tuple[float, float] = _knob((1.0, 3.0), 1.0, 6.0, 0.5, "scratch width", "px")
     scratch_contrast: tuple[float, float] = _knob((50.0, 100.0), 10.0, 150.0, 1.0,
@@ -100,6 +104,31 @@ class DefectConfig:
         if unknown:
             raise ValueError(f"DefectConfig has no field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**d)
+
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "DefectConfig":
+        """A named starting point (see :data:`PRESETS`), with any knob changed, e.g.
+        ``DefectConfig.preset("randomized", size=128)``."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown DefectConfig preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **changes})
+
+
+# Named configs. "default" is the tutorial's learnable teaching set-up (clear defects, moderate lighting).
+# "randomized" is domain randomisation for sim-to-real transfer: much wider surface, lighting, contrast, blur and
+# noise ranges, shadowed or glaring edges and unlabelled streaks, so that a real camera image looks like one more
+# variation rather than something new. Defects get fainter (down to 15-25 gray levels) because real ones are.
+PRESETS: dict[str, dict] = {
+    "default": {},
+    "randomized": dict(
+        brightness=(40.0, 210.0), texture_contrast=(2.0, 25.0), texture_scale=(0.5, 3.0),
+        illumination=(0.0, 100.0), edge_shading=(0.0, 80.0), distractors=(0, 4),
+        scratch_contrast=(25.0, 100.0), crack_contrast=(20.0, 110.0), crack_width=(1.5, 5.0),
+        stain_size=(10.0, 50.0), stain_contrast=(15.0, 75.0),
+        blur_sigma=(0.3, 2.0), noise=(1.0, 12.0),
+    ),
+}
 
 
 def _validated(f: dataclasses.Field, value):
@@ -271,7 +300,46 @@ def _surface(cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
     img = _SURFACE_MAKERS[kind](rng, n, _uniform(rng, cfg.texture_scale))
     img *= np.float32(_uniform(rng, cfg.texture_contrast) / 255)
     _add_lighting(img, rng, _uniform(rng, cfg.brightness) / 255, _uniform(rng, cfg.illumination) / 255)
+    if cfg.edge_shading[1] > 0:  # (the default configs draw nothing here, so their bytes do not change)
+        _add_edge_shading(img, rng, _uniform(rng, cfg.edge_shading) / 255)
+    for _ in range(_count(rng, cfg.distractors)):
+        _add_streak(img, rng)
     return img
+
+
+def _add_edge_shading(img: np.ndarray, rng: np.random.Generator, depth: float) -> None:
+    """Darken (shadow) or lighten (glare) a band along one image edge, in place, fading smoothly inwards.
+
+    Real parts are often photographed with a shadowed rim or a bright bevel; a model that never saw one takes
+    the rim for a defect. The band is 3-20% of the side wide and reaches ``depth`` (in [0, 1] units) at the edge.
+    """
+    n = img.shape[0]
+    width = float(rng.uniform(0.03, 0.2)) * n
+    profile = np.exp(-np.arange(n, dtype=np.float32) / np.float32(width / 2)) * np.float32(depth)
+    profile *= np.float32(rng.choice([-1.0, 1.0]))
+    side = int(rng.integers(4))
+    profile = profile if side < 2 else profile[::-1]  # from the first or from the last row/column
+    if side % 2 == 0:
+        img += profile[:, None]
+    else:
+        img += profile[None, :]
+
+
+def _add_streak(img: np.ndarray, rng: np.random.Generator) -> None:
+    """A long, soft, low-contrast band right across the image (polishing mark, seam, reflection), in place.
+
+    It is unlabelled on purpose: unlike a scratch it is wide, blurry and faint, and it crosses the whole image.
+    """
+    n = img.shape[0]
+    width = float(rng.uniform(2.0, 12.0))
+    contrast = float(rng.uniform(5.0, 25.0)) / 255 * rng.choice([-1.0, 1.0])
+    centre = float(rng.uniform(0, n))
+    t = np.arange(n, dtype=np.float32) - np.float32(centre)
+    profile = np.exp(-0.5 * (t / np.float32(width / 2)) ** 2) * np.float32(contrast)
+    if rng.random() < 0.5:
+        img += profile[None, :]  # vertical streak
+    else:
+        img += profile[:, None]
 
 
 # --------------------------------------------------------------------------------------------------------------

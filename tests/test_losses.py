@@ -138,3 +138,76 @@ def test_bad_eps():
 def test_bad_weights(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BCEDiceLoss(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Multi-class: softmax cross-entropy + Dice over the defect classes
+
+from unetlab.losses import CEDiceLoss, multiclass_dice_loss  # noqa: E402
+
+LN2 = math.log(2.0)
+
+
+def _three_class_pixels():
+    """One image, 2 pixels, 3 classes. Logits [ln2, 0, 0] -> p = [1/2, 1/4, 1/4]; [0, 0, ln2] -> [1/4, 1/4, 1/2].
+
+    Labels: pixel 0 is class 1, pixel 1 is class 2.
+    """
+    logits = torch.tensor([[LN2, 0.0], [0.0, 0.0], [0.0, LN2]]).reshape(1, 3, 1, 2)
+    labels = torch.tensor([[[1, 2]]])
+    return logits, labels
+
+
+def test_multiclass_dice_by_hand():
+    logits, labels = _three_class_pixels()
+    # class 1: sum(p g) = 1/4, sum(p) = 1/2, sum(g) = 1 -> 1 - (1/2 + 1) / (3/2 + 1) = 1 - 3/5 = 2/5
+    # class 2: sum(p g) = 1/2, sum(p) = 3/4, sum(g) = 1 -> 1 - (1 + 1) / (7/4 + 1) = 1 - 8/11 = 3/11
+    # class 0 (background, only with include_background): sum(p g) = 0, sum(p) = 3/4, sum(g) = 0
+    #   -> 1 - 1 / (3/4 + 1) = 3/7
+    assert multiclass_dice_loss(logits, labels).item() == pytest.approx((2 / 5 + 3 / 11) / 2, abs=1e-6)
+    assert multiclass_dice_loss(logits, labels, include_background=True).item() == pytest.approx(
+        (3 / 7 + 2 / 5 + 3 / 11) / 3, abs=1e-6)
+
+
+def test_ce_dice_by_hand():
+    logits, labels = _three_class_pixels()
+    # cross-entropy: pixel 0 -log(1/4), pixel 1 -log(1/2); mean = (ln 4 + ln 2) / 2 = 1.5 ln 2
+    ce = 1.5 * LN2
+    dice = (2 / 5 + 3 / 11) / 2
+    assert CEDiceLoss()(logits, labels).item() == pytest.approx(ce + dice, abs=1e-6)
+    assert CEDiceLoss(ce_weight=2.0, dice_weight=0.5)(logits, labels).item() == pytest.approx(
+        2 * ce + 0.5 * dice, abs=1e-6)
+    assert F.cross_entropy(logits, labels).item() == pytest.approx(ce, abs=1e-6)
+
+
+def test_perfect_multiclass_prediction_costs_almost_nothing():
+    labels = torch.randint(0, 4, (2, 8, 8), generator=torch.Generator().manual_seed(0))
+    logits = 30.0 * F.one_hot(labels, 4).permute(0, 3, 1, 2).float()
+    assert CEDiceLoss()(logits, labels).item() < 1e-3
+    assert CEDiceLoss()(-logits, labels).item() > 1.0
+
+
+def test_multiclass_loss_has_gradients_for_every_class():
+    logits = torch.zeros(1, 4, 4, 4, requires_grad=True)
+    labels = torch.tensor([[0, 1, 2, 3]]).repeat(4, 1)[None]
+    CEDiceLoss()(logits, labels).backward()
+    assert all(logits.grad[0, c].abs().sum() > 0 for c in range(4))
+
+
+@pytest.mark.parametrize("logits, labels, match", [
+    (torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long), "C >= 2"),
+    (torch.zeros(1, 4, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.long), "no channel axis"),
+    (torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4), "integer class ids"),
+    (torch.zeros(1, 4, 4, 4), torch.full((1, 4, 4), 4), r"labels in \[0, 4\)"),
+    (torch.zeros(1, 4, 4, 4), torch.full((1, 4, 4), -1), r"labels in \[0, 4\)"),
+])
+def test_multiclass_loss_bad_input(logits, labels, match):
+    with pytest.raises(ValueError, match=match):
+        CEDiceLoss()(logits, labels)
+
+
+def test_ce_dice_weights_are_validated():
+    with pytest.raises(ValueError, match="both 0"):
+        CEDiceLoss(0, 0)
+    with pytest.raises(ValueError, match="ce_weight"):
+        CEDiceLoss(ce_weight=-1)

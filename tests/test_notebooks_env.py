@@ -58,3 +58,16 @@ def test_notebook_conventions(path):
 
     last = nb.cells[-1]
     assert last.cell_type == "markdown" and "Exercises" in last.source
+
+
+def test_sim_to_real_chapter_without_real_data_says_how_to_get_it_and_skips(monkeypatch):
+    """CI has the real images, so nbval never sees this path: run chapter 06 here without them (quick mode)."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("06_"))
+    monkeypatch.setenv("UNETLAB_QUICK", "1")
+    monkeypatch.delenv("UNETLAB_REAL_DATA", raising=False)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(path.parent)}}).execute()
+    printed = "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+                      if out["output_type"] == "stream")
+    assert "No real images found" in printed and "download_magnetic_tile" in printed
+    assert "zero-shot" not in printed  # the real-data cells did nothing

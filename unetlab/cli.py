@@ -23,11 +23,12 @@ from . import __version__
 from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
-from .evaluate import evaluate, predict, threshold_sweep
+from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
 from .model import UNet, count_parameters
-from .synth import SURFACES, DefectConfig
+from .synth import CLASS_NAMES, PRESETS, SURFACES, DefectConfig
 from .train import SCHEDULERS, default_device, fit, load_checkpoint
-from .viz import plot_history, plot_threshold_sweep, save_figure, show_gallery, show_predictions
+from .viz import (plot_confusion, plot_history, plot_threshold_sweep, save_figure, show_gallery,
+                  show_label_predictions, show_predictions)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -75,6 +76,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpoint: Path):
     """Build loaders and a UNet and run fit; returns (model, history, loaders, training settings)."""
+    multiclass = getattr(args, "task", "binary") == "multiclass"
+    if multiclass and getattr(args, "data", None):
+        raise SystemExit("error: --task multiclass trains on synthetic data only (a folder has no class labels)")
     loaders = make_loaders(cfg, sizes, args.seed, num_workers=args.workers)
     if getattr(args, "data", None):
         folder = DefectFolder(args.data)
@@ -86,14 +90,14 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
                                     batch_size=sizes.batch_size)
     torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model
-    model = UNet(base=args.base)
+    model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base)
     lr = CARD_LR if args.card else args.lr
     schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
     history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
                   checkpoint=checkpoint, resume=getattr(args, "resume", False), amp=args.amp,
                   scheduler=schedule, data_config=cfg.to_dict(), seed=args.seed)
     return model, history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
-                              "loss": "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
+                              "loss": "cross-entropy + Dice" if multiclass else "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
                               "n_train": len(loaders["train"].dataset), "base": args.base, "amp": args.amp}
 
 
@@ -103,11 +107,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
-    _, history, _, _ = _train(args, sizes, DefectConfig(size=sizes.image_size), checkpoint)
+    cfg = DefectConfig.preset(args.preset, size=sizes.image_size)
+    model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
     best = history.best_epoch
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
     print(f"checkpoint: {checkpoint}")
+    if args.task == "multiclass":
+        model, _ = load_checkpoint(checkpoint, device=args.device or default_device())  # the best epoch
+        _report_multiclass(model, loaders["test"], out, Path(args.figures), settings)
     return 0
+
+
+def _report_multiclass(model, loader: DataLoader, out: Path, figures: Path, settings: dict) -> dict:
+    """Score a multi-class model on the held-out test set: print per-class Dice/IoU, write results.json and
+    the confusion matrix and prediction figures."""
+    scores = evaluate_multiclass(model, loader)
+    print(f"held-out synthetic test set ({scores['n_images']} images), pooled per class:")
+    _print_table([(name, f"Dice {scores['dice'][name]:.3f}  IoU {scores['iou'][name]:.3f}")
+                  for name in scores["class_names"][1:]])
+    ds = loader.dataset
+    shown = [i for i in range(len(ds)) if ds[i][2].any()][:4]
+    images = np.stack([ds[i][0][0].numpy() for i in shown])
+    truths = np.stack([ds[i][2].numpy() for i in shown])
+    paths = [save_figure(plot_confusion(scores["matrix"]), figures / "multiclass_confusion.png"),
+             save_figure(show_label_predictions(images, truths, predict_labels(model, images),
+                                                titles=[f"test #{i}" for i in shown]),
+                         figures / "multiclass_predictions.png")]
+    _write_json(out / "results.json", {"task": "multiclass", "training": settings, "test": scores,
+                                       "unetlab_version": __version__})
+    print(f"results: {out / 'results.json'}; figures: " + ", ".join(str(p) for p in paths))
+    return scores
 
 
 def _test_loader(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig) -> DataLoader:
@@ -145,6 +174,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, info = load_checkpoint(args.checkpoint, device=args.device or default_device())
     sizes = _sizes(args)
     cfg = DefectConfig.from_dict(info["data_config"]) if info.get("data_config") else DefectConfig()
+    if model.config["out_channels"] > 1:
+        if args.data:
+            raise SystemExit("error: a multi-class model is evaluated on synthetic data only (folders have no "
+                             "class labels)")
+        out = Path(args.out).parent if args.out else Path(args.checkpoint).parent
+        _report_multiclass(model, _test_loader(args, sizes, cfg), out, Path(args.figures), {})
+        return 0
     summary, paths = _evaluate_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures), args.threshold)
     print(json.dumps(summary, indent=2, default=_plain))
     if args.out:
@@ -270,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a UNet on synthetic data (or on --data FOLDER)")
     _add_run_options(p)
     p.add_argument("--out", default="runs/train", help="folder for model.pt")
+    p.add_argument("--task", choices=("binary", "multiclass"), default="binary",
+                   help="binary: one defect mask (default); multiclass: background, scratch, crack, stain")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
+                   help="synthetic data preset (default: the tutorial's; randomized: domain randomisation)")
+    p.add_argument("--figures", default="figures", help="folder for the multi-class figures")
     p.add_argument("--data", default=None, help="images/ + masks/ folder to train on instead of on-the-fly data")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT/model.pt exists")

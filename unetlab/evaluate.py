@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .metrics import MetricAccumulator, confusion_counts, scores_from_counts
+from .metrics import MetricAccumulator, confusion_counts, confusion_matrix, scores_from_confusion, scores_from_counts
+from .synth import CLASS_NAMES
 from .train import default_device, split_batch
 
 GRAYSCALE_HINT = "convert to grayscale first, e.g. cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)"
@@ -135,7 +136,20 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
-    """(B, C, H, W) images -> (B, 1, H, W) probabilities; reflect-pads H and W up to a multiple of ``2**depth``."""
+    """(B, C, H, W) images -> (B, 1, H, W) defect probabilities of a binary model (see :func:`_logits`)."""
+    if _out_channels(model) != 1:
+        raise ValueError(f"this function needs a binary model (out_channels=1); the model has "
+                         f"{_out_channels(model)} output classes: use predict_labels / evaluate_multiclass")
+    return torch.sigmoid(_logits(model, images))
+
+
+def _out_channels(model: nn.Module) -> int:
+    return getattr(model, "config", {}).get("out_channels", 1)
+
+
+def _logits(model: nn.Module, images: Tensor) -> Tensor:
+    """(B, C, H, W) images -> (B, K, H, W) float32 logits; reflect-pads H and W up to a multiple of
+    ``2**depth`` and crops the result back."""
     multiple = 2 ** getattr(model, "config", {}).get("depth", 0)
     h, w = images.shape[-2:]
     if h < multiple or w < multiple:
@@ -143,7 +157,7 @@ def _probabilities(model: nn.Module, images: Tensor) -> Tensor:
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
-    return torch.sigmoid(model(images).float())[..., :h, :w]
+    return model(images).float()[..., :h, :w]
 
 
 def _predicted_batches(model, loader, device, progress, desc) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
@@ -260,3 +274,77 @@ def threshold_sweep(
     best = int(np.argmax(scores["dice"]))
     return {"thresholds": thresholds, **scores, "best_threshold": float(thresholds[best]),
             "best_dice": float(scores["dice"][best])}
+
+
+def predict_labels(
+    model: nn.Module,
+    images: np.ndarray | Tensor,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+) -> np.ndarray | Tensor:
+    """Class id of every pixel (the argmax of a multi-class model's logits), for images of any size.
+
+    ``images`` take the forms :func:`predict` accepts; the result has their shape as int64 ids in
+    [0, out_channels) (0 background, then ``CLASS_NAMES[1:]``): a numpy array for numpy input, a tensor on the
+    input's device for tensor input.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    if _out_channels(model) < 2:
+        raise ValueError("predict_labels needs a multi-class model (out_channels >= 2); for a binary model use "
+                         "predict")
+    batch, restore = _as_batch(images, _in_channels(model))
+    device = _prepare(model, device)
+    with _eval_mode(model):
+        ids = torch.cat([_logits(model, chunk.to(device)).argmax(1, keepdim=True).cpu()
+                         for chunk in batch.split(batch_size)])
+    return restore(ids)
+
+
+def evaluate_multiclass(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score a multi-class model (argmax of its logits) on batches ``(images, masks, labels)``.
+
+    Returns:
+        ``class_names``; ``matrix``: the (K, K) pixel confusion matrix as nested lists, [true][predicted]
+        (see :func:`unetlab.metrics.confusion_matrix`); pooled per-class ``dice``, ``iou``, ``precision``,
+        ``recall`` as ``{name: value}``; ``mean_dice`` and ``mean_iou`` over the defect classes (not the
+        background); ``n_images``.
+    """
+    k = _out_channels(model)
+    if k < 2:
+        raise ValueError("evaluate_multiclass needs a multi-class model (out_channels >= 2); for a binary model "
+                         "use evaluate")
+    if len(class_names) != k:
+        raise ValueError(f"evaluate_multiclass got {len(class_names)} class_names for a model with {k} classes")
+    device = _prepare(model, device)
+    in_channels = _in_channels(model)
+    matrix = torch.zeros(k, k, dtype=torch.int64)
+    n = 0
+    with _eval_mode(model):
+        for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+            images, _, labels = split_batch(batch, in_channels)
+            if labels is None:
+                raise ValueError("evaluate_multiclass needs batches (images, masks, labels); the loader gives "
+                                 "(images, masks): build it with return_labels=True")
+            pred = _logits(model, images.to(device)).argmax(1).cpu()
+            matrix += confusion_matrix(pred, labels, k)
+            n += len(images)
+    if n == 0:
+        raise ValueError("evaluate_multiclass got an empty loader: it yields no batches")
+    scores = scores_from_confusion(matrix)
+    return {
+        "class_names": list(class_names),
+        "matrix": matrix.tolist(),
+        **{name: dict(zip(class_names, values)) for name, values in scores.items()},
+        "mean_dice": float(np.mean(scores["dice"][1:])),
+        "mean_iou": float(np.mean(scores["iou"][1:])),
+        "n_images": n,
+    }

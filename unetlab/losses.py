@@ -1,6 +1,6 @@
-"""Losses on logits: soft Dice, and BCE + Dice.
+"""Losses on logits: soft Dice and BCE + Dice for one defect channel; cross-entropy + Dice for several classes.
 
-Both take raw logits (the UNet's output, before any sigmoid) and compute in float32 even under mixed
+All take raw logits (the UNet's output, before any sigmoid) and compute in float32 even under mixed
 precision, so the sums over 65 536 pixels per image do not lose precision in float16/bfloat16.
 """
 
@@ -89,3 +89,81 @@ class BCEDiceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"bce_weight={self.bce_weight}, dice_weight={self.dice_weight}"
+
+
+def multiclass_dice_loss(logits: Tensor, labels: Tensor, eps: float = 1.0, include_background: bool = False) -> Tensor:
+    """Soft Dice loss over classes, per image, averaged over the classes and the batch.
+
+    With p = softmax(logits) over the C channels and g the one-hot encoding of ``labels``, for image b and
+    class c (sums over the pixels)::
+
+        loss_bc = 1 - (2 * sum(p_c * g_c) + eps) / (sum(p_c) + sum(g_c) + eps)
+
+    and the result is the mean of loss_bc over b and over the classes c >= 1 (the defect classes; class 0,
+    the background, covers most pixels and would dilute the loss, unless ``include_background``).
+
+    Args:
+        logits: (B, C, H, W) float logits, C >= 2.
+        labels: (B, H, W) integer class ids in [0, C).
+        eps: smoothing > 0, in pixels. A class absent from an image costs ``sum(p_c) / (sum(p_c) + eps)``:
+            nothing when it is not predicted there either, close to 1 when it is (as in :func:`dice_loss`).
+        include_background: also average over class 0.
+    """
+    _check_logits_and_labels(logits, labels, "multiclass_dice_loss")
+    if not eps > 0:
+        raise ValueError(f"multiclass_dice_loss expects eps > 0 (it keeps absent classes defined); got {eps!r}")
+    p = torch.softmax(logits.float(), dim=1)
+    g = F.one_hot(labels.long(), logits.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    intersection = (p * g).sum((2, 3))
+    total = p.sum((2, 3)) + g.sum((2, 3))
+    loss = 1 - (2 * intersection + eps) / (total + eps)  # (B, C)
+    return (loss if include_background else loss[:, 1:]).mean()
+
+
+class CEDiceLoss(nn.Module):
+    """``ce_weight * CrossEntropy(logits, labels) + dice_weight * multiclass_dice_loss(logits, labels)``.
+
+    The multi-class twin of :class:`BCEDiceLoss`: softmax cross-entropy gives every pixel a gradient, the Dice
+    term makes each (rare) defect class count as a whole. Call it as ``loss_fn(logits, labels)`` with
+    (B, C, H, W) float logits and (B, H, W) integer labels in [0, C); it returns a scalar.
+    """
+
+    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("ce_weight", ce_weight), ("dice_weight", dice_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and value >= 0
+            ):
+                raise ValueError(f"CEDiceLoss {name} must be a finite number >= 0; got {value!r}")
+        if ce_weight == 0 and dice_weight == 0:
+            raise ValueError("CEDiceLoss needs ce_weight > 0 or dice_weight > 0; got both 0")
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        _check_logits_and_labels(logits, labels, "CEDiceLoss")
+        logits = logits.float()
+        ce = F.cross_entropy(logits, labels.long())
+        return self.ce_weight * ce + self.dice_weight * multiclass_dice_loss(logits, labels)
+
+    def extra_repr(self) -> str:
+        return f"ce_weight={self.ce_weight}, dice_weight={self.dice_weight}"
+
+
+def _check_logits_and_labels(logits: Tensor, labels: Tensor, caller: str) -> None:
+    """Raise one clear error unless logits are (B, C, H, W) with C >= 2 and labels (B, H, W) ids in [0, C)."""
+    for name, value in (("logits", logits), ("labels", labels)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{caller} expects {name} as a torch.Tensor; got {type(value).__name__}")
+    if logits.dim() != 4 or logits.shape[1] < 2:
+        raise ValueError(f"{caller} expects logits of shape (B, C, H, W) with C >= 2 classes; "
+                         f"got {tuple(logits.shape)}")
+    b, c, h, w = logits.shape
+    if tuple(labels.shape) != (b, h, w):
+        raise ValueError(f"{caller} expects labels of shape {(b, h, w)} (class ids, no channel axis) to match "
+                         f"logits {tuple(logits.shape)}; got {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"{caller} expects integer class ids as labels; got {labels.dtype}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"{caller} expects labels in [0, {c}) for {c} classes; "
+                         f"got values {labels.min().item()}..{labels.max().item()}")

@@ -147,6 +147,49 @@ def pooled_scores(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray) -> dict
     return {name: value.item() for name, value in scores_from_counts(tp.sum(), fp.sum(), fn.sum()).items()}
 
 
+def confusion_matrix(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray, n_classes: int) -> Tensor:
+    """Pixel confusion matrix of two class-id maps, for multi-class segmentation.
+
+    Args:
+        pred: (B, H, W) integer predicted class ids (e.g. ``logits.argmax(1)``).
+        truth: same shape, the true class ids.
+        n_classes: K; every id must lie in [0, K).
+
+    Returns:
+        (K, K) int64 tensor on the inputs' device: entry [t, p] counts the pixels of true class t predicted
+        as class p. The diagonal holds the correct pixels; row t sums to the number of class-t pixels.
+    """
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"confusion_matrix expects n_classes as an int >= 2; got {n_classes!r}")
+    pred = _as_tensor(pred, "pred", "confusion_matrix")
+    truth = _as_tensor(truth, "truth", "confusion_matrix")
+    _check_same_shape(pred, truth, "pred and truth", "confusion_matrix")
+    for name, x in (("pred", pred), ("truth", truth)):
+        if x.is_floating_point() or x.dtype == torch.bool:
+            raise ValueError(f"confusion_matrix expects integer class ids as {name}; got {x.dtype}")
+        if x.numel() and (x.min() < 0 or x.max() >= n_classes):
+            raise ValueError(f"confusion_matrix expects {name} ids in [0, {n_classes}); "
+                             f"got {x.min().item()}..{x.max().item()}")
+    index = truth.reshape(-1).long() * n_classes + pred.reshape(-1).long()
+    return torch.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def scores_from_confusion(matrix: Tensor | np.ndarray) -> dict[str, list[float]]:
+    """Pooled Dice, IoU, precision and recall of every class from a (K, K) :func:`confusion_matrix`.
+
+    For class c: tp = matrix[c, c], fp = column c minus tp, fn = row c minus tp; the ratios follow the module's
+    rule (0 / 0 = 1, for a class that is neither present nor predicted). Returns name -> list of K floats,
+    index c for class c (index 0 is the background).
+    """
+    matrix = torch.as_tensor(matrix)
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"scores_from_confusion expects a square (K, K) matrix; got shape {tuple(matrix.shape)}")
+    tp = matrix.diagonal()
+    fp = matrix.sum(0) - tp
+    fn = matrix.sum(1) - tp
+    return {name: value.tolist() for name, value in scores_from_counts(tp, fp, fn).items()}
+
+
 def _class_counts(pred: Tensor, labels: Tensor, n_classes: int, caller: str) -> tuple[Tensor, Tensor]:
     """(found pixels, total pixels) per class id, each (n_classes,) int64, from bool pred and int labels."""
     _check_same_shape(pred, labels, "pred and labels", caller)

@@ -44,8 +44,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .io import atomic_write
-from .losses import BCEDiceLoss
-from .metrics import confusion_counts, scores_from_counts
+from .losses import BCEDiceLoss, CEDiceLoss
+from .metrics import confusion_counts, confusion_matrix, scores_from_confusion, scores_from_counts
 from .model import UNet
 
 CHECKPOINT_FORMAT = "unetlab.checkpoint"
@@ -186,12 +186,16 @@ def fit(
     """Train ``model`` with Adam and return its :class:`History`.
 
     Args:
-        model: maps (B, C, H, W) float images to (B, 1, H, W) logits, e.g. :class:`unetlab.UNet`. It is moved to
-            ``device`` and trained in place; afterwards it holds the LAST epoch's weights (the best ones are in
-            the checkpoint).
+        model: maps (B, C, H, W) float images to (B, K, H, W) logits, e.g. :class:`unetlab.UNet`. With K = 1
+            (``out_channels=1``) it learns the binary defect mask; with K > 1 it learns the K classes of the
+            labels (multi-class: class 0 background, 1 scratch, 2 crack, 3 stain). It is moved to ``device``
+            and trained in place; afterwards it holds the LAST epoch's weights (the best ones are in the
+            checkpoint).
         train_loader: re-iterable batches ``(images, masks)`` or ``(images, masks, labels)``; images
-            (B, C, H, W) float in [0, 1], masks (B, 1, H, W) in {0, 1} (labels are ignored here).
-        val_loader: same kind of batches, evaluated after every epoch (loss and pooled Dice at threshold 0.5);
+            (B, C, H, W) float in [0, 1], masks (B, 1, H, W) in {0, 1}, labels (B, H, W) int64 class ids
+            (required for a multi-class model, ignored by a binary one).
+        val_loader: same kind of batches, evaluated after every epoch: the loss and the pooled Dice (binary:
+            at threshold 0.5; multi-class: of the argmax, averaged over the defect classes 1..K-1);
             None skips validation.
         epochs: total number of epochs, counting those already in the checkpoint when resuming.
         lr: Adam learning rate (constant unless ``scheduler`` is set; with ``"onecycle"`` it is the peak).
@@ -200,7 +204,8 @@ def fit(
         checkpoint: path of the checkpoint file (see the module docstring). After every epoch it is rewritten
             atomically with the best weights so far and the state to resume from.
         resume: continue from ``checkpoint``'s training state instead of starting over.
-        loss_fn: ``loss_fn(logits, masks) -> scalar``; defaults to ``BCEDiceLoss()``.
+        loss_fn: ``loss_fn(logits, target) -> scalar`` where target is the masks (binary) or the labels
+            (multi-class); defaults to ``BCEDiceLoss()`` or ``CEDiceLoss()``.
         amp: mixed precision. ``"auto"``: bfloat16 (or float16 with gradient scaling where bfloat16 is not
             supported) on CUDA, full float32 elsewhere; ``"bf16"``: bfloat16 autocast, also on CPU (opt-in);
             ``"fp16"``: float16 with gradient scaling, CUDA or MPS only; ``"off"``: float32.
@@ -239,11 +244,13 @@ def fit(
     amp_dtype = _amp_dtype(amp, device)
     memory_format = torch.channels_last if _use_channels_last(channels_last, device) else torch.contiguous_format
     in_channels = getattr(model, "config", {}).get("in_channels")
-    steps_per_epoch = _check_loader(train_loader, "train_loader", in_channels)
+    n_classes = getattr(model, "config", {}).get("out_channels", 1)
+    steps_per_epoch = _check_loader(train_loader, "train_loader", in_channels, n_classes)
     if val_loader is not None:
-        _check_loader(val_loader, "val_loader", in_channels)
+        _check_loader(val_loader, "val_loader", in_channels, n_classes)
 
-    loss_fn = loss_fn if loss_fn is not None else BCEDiceLoss()
+    if loss_fn is None:
+        loss_fn = CEDiceLoss() if n_classes > 1 else BCEDiceLoss()
     if device.type == "cpu":
         keep_freed_memory_for_reuse()
     model.to(device=device, memory_format=memory_format)
@@ -273,11 +280,11 @@ def fit(
             bar.set_description(f"epoch {epoch}/{epochs}")
             start = time.perf_counter()
             train_loss, last_lr = _train_epoch(model, train_loader, loss_fn, optimizer, schedule, scaler,
-                                               autocast, device, in_channels, bar, status)
+                                               autocast, device, in_channels, n_classes, bar, status)
             history.train_loss.append(train_loss)
             history.lr.append(last_lr)
             if val_loader is not None:
-                val_loss, val_dice = _validate(model, val_loader, loss_fn, autocast, device, in_channels)
+                val_loss, val_dice = _validate(model, val_loader, loss_fn, autocast, device, in_channels, n_classes)
                 history.val_loss.append(val_loss)
                 history.val_dice.append(val_dice)
                 status["val_dice"] = f"{val_dice:.3f}"
@@ -303,8 +310,14 @@ def fit(
     return history
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, schedule, scaler, autocast, device, in_channels, bar,
-                 status) -> tuple[float, float]:
+def _target(batch: Any, in_channels: int | None, n_classes: int) -> tuple[Tensor, Tensor]:
+    """(images, target) of one batch: the masks for a binary model, the class labels for a multi-class one."""
+    images, masks, labels = split_batch(batch, in_channels)
+    return images, (labels if n_classes > 1 else masks)
+
+
+def _train_epoch(model, loader, loss_fn, optimizer, schedule, scaler, autocast, device, in_channels, n_classes,
+                 bar, status) -> tuple[float, float]:
     """One pass over ``loader``; returns the mean loss per image and the learning rate of the last step.
 
     Shows the running loss in ``bar``.
@@ -312,12 +325,12 @@ def _train_epoch(model, loader, loss_fn, optimizer, schedule, scaler, autocast, 
     model.train()
     loss_sum, n = 0.0, 0
     for batch in loader:
-        images, masks, _ = split_batch(batch, in_channels)
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        images, target = _target(batch, in_channels, n_classes)
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = model(images)
-        loss = loss_fn(logits.float(), masks)
+        loss = loss_fn(logits.float(), target)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
@@ -335,28 +348,36 @@ def _train_epoch(model, loader, loss_fn, optimizer, schedule, scaler, autocast, 
 
 
 @torch.no_grad()
-def _validate(model, loader, loss_fn, autocast, device, in_channels) -> tuple[float, float]:
-    """Mean validation loss per image and pooled Dice at threshold 0.5."""
+def _validate(model, loader, loss_fn, autocast, device, in_channels, n_classes) -> tuple[float, float]:
+    """Mean validation loss per image and pooled Dice: at threshold 0.5 for a binary model, of the argmax
+    averaged over the defect classes for a multi-class one."""
     model.eval()
     loss_sum, n = 0.0, 0
-    totals = torch.zeros(3, dtype=torch.int64, device=device)  # pooled tp, fp, fn
+    totals = torch.zeros(3, dtype=torch.int64, device=device)  # pooled tp, fp, fn (binary)
+    matrix = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=device)  # (multi-class)
     for batch in loader:
-        images, masks, _ = split_batch(batch, in_channels)
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        images, target = _target(batch, in_channels, n_classes)
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         with autocast:
             logits = model(images).float()
-        loss_sum += loss_fn(logits, masks).item() * len(images)
+        loss_sum += loss_fn(logits, target).item() * len(images)
         n += len(images)
-        tp, fp, fn, _ = confusion_counts(torch.sigmoid(logits) > 0.5, masks > 0.5)
-        totals += torch.stack([tp.sum(), fp.sum(), fn.sum()])
+        if n_classes > 1:
+            matrix += confusion_matrix(logits.argmax(1), target, n_classes)
+        else:
+            tp, fp, fn, _ = confusion_counts(torch.sigmoid(logits) > 0.5, target > 0.5)
+            totals += torch.stack([tp.sum(), fp.sum(), fn.sum()])
     model.train()
     if n == 0:
         raise ValueError("val_loader yielded no batches")
+    if n_classes > 1:
+        return loss_sum / n, float(np.mean(scores_from_confusion(matrix)["dice"][1:]))
     return loss_sum / n, scores_from_counts(*totals)["dice"].item()
 
 
-def _check_loader(loader: Iterable, name: str, in_channels: int | None) -> int | None:
-    """Check that ``loader`` is not empty and that its first batch has the right shapes; return len or None."""
+def _check_loader(loader: Iterable, name: str, in_channels: int | None, n_classes: int = 1) -> int | None:
+    """Check that ``loader`` is not empty and that its first batch has the right shapes (and labels in
+    [0, n_classes) for a multi-class model); return len or None."""
     try:
         length = len(loader)
     except TypeError:
@@ -366,9 +387,16 @@ def _check_loader(loader: Iterable, name: str, in_channels: int | None) -> int |
     if first is None:
         raise ValueError(f"{name} is empty: it yields no batches")
     try:
-        split_batch(first, in_channels)
+        _, _, labels = split_batch(first, in_channels)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
+    if n_classes > 1:
+        if labels is None:
+            raise ValueError(f"{name}: a model with {n_classes} output classes needs batches (images, masks, "
+                             f"labels) with per-pixel class ids; got (images, masks). Use return_labels=True.")
+        if labels.is_floating_point() or labels.min() < 0 or labels.max() >= n_classes:
+            raise ValueError(f"{name}: labels must be integer class ids in [0, {n_classes}); got {labels.dtype} "
+                             f"values {labels.min().item()}..{labels.max().item()}")
     return length
 
 

@@ -337,3 +337,151 @@ def show_gallery(seed: int = 10) -> Figure:
                for i, surface in enumerate(SURFACES) for counts in kinds.values()]
     return show_samples([image for image, _ in samples], [labels for _, labels in samples],
                         titles=[f"{surface}: {kind}" for surface in SURFACES for kind in kinds], ncols=len(kinds))
+
+
+def show_label_predictions(images: Any, truths: Any, preds: Any, titles: Sequence[str] | None = None) -> Figure:
+    """Multi-class results, one row per sample: input | truth | prediction, defects tinted by class colour.
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W) float in [0, 1].
+        truths: (N, H, W) integer true class ids 0..3.
+        preds: (N, H, W) integer predicted class ids 0..3 (e.g. from :func:`unetlab.predict_labels`).
+        titles: optional label for each row, shown above its input.
+    """
+    images = _as_stack(images, "images")
+    truths, preds = _as_sample_stack(truths, "truths"), _as_sample_stack(preds, "preds")
+    if not images.shape == truths.shape == preds.shape:
+        raise ValueError(f"show_label_predictions expects images, truths and preds of one shape; "
+                         f"got {images.shape}, {truths.shape} and {preds.shape}")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"show_label_predictions got {len(titles)} titles for {len(images)} images")
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(3 * PANEL_INCHES, n * PANEL_INCHES + 0.4), squeeze=False,
+                             layout="constrained")
+    for i, row in enumerate(axes):
+        panels = ((np.repeat(images[i][..., None], 3, axis=2), titles[i] if titles is not None else "input"),
+                  (label_overlay(images[i], truths[i], alpha=0.7), "ground truth"),
+                  (label_overlay(images[i], preds[i], alpha=0.7), "prediction"))
+        for ax, (picture, title) in zip(row, panels):
+            ax.imshow(np.clip(picture, 0, 1), interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    add_class_legend(fig)
+    return fig
+
+
+def plot_confusion(matrix: Any, class_names: Sequence[str] = CLASS_NAMES, *, skip_background: bool = False) -> Figure:
+    """A pixel confusion matrix, each row normalised to the share of that true class (the diagonal is recall).
+
+    Args:
+        matrix: (K, K) counts, [true][predicted], e.g. ``evaluate_multiclass(...)["matrix"]``.
+        class_names: K names, index 0 the background.
+        skip_background: drop row and column 0, to compare the defect classes with each other only.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+        raise ValueError(f"plot_confusion expects a square matrix with one row per class name "
+                         f"({len(class_names)}); got shape {matrix.shape}")
+    names = list(class_names)
+    if skip_background:
+        matrix, names = matrix[1:, 1:], names[1:]
+    shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.1 * k + 1.6, 1.0 * k + 1.0), layout="constrained")
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for t in range(k):
+        for p in range(k):
+            ax.text(p, t, f"{shares[t, p]:.1%}\n{int(matrix[t, p]):,}", ha="center", va="center", fontsize=8,
+                    color="white" if shares[t, p] > 0.5 else "black")
+    ax.set_xticks(range(k), names)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (row sums to 100 %)")
+    ax.set_title("pixel confusion matrix", fontsize=10)
+    return fig
+
+
+def show_real_predictions(images: Sequence[Any], truths: Sequence[Any], preds: Sequence[Any] | None = None,
+                          titles: Sequence[str] | None = None) -> Figure:
+    """Like :func:`show_predictions` for images of different sizes (real ones): one row per image,
+    input | ground truth | prediction | error overlay with the image's Dice.
+
+    Args:
+        images: N (H_i, W_i) float images in [0, 1]; each may have its own size.
+        truths: N matching bool (or 0/1) masks.
+        preds: N matching bool predicted masks (already thresholded); None shows input | ground truth only.
+        titles: optional caption for each row, shown above its input.
+    """
+    if preds is None:
+        return _show_real_masks(images, truths, titles)
+    if not len(images) == len(truths) == len(preds) or not len(images):
+        raise ValueError(f"show_real_predictions expects as many (>= 1) images, truths and preds; "
+                         f"got {len(images)}, {len(truths)} and {len(preds)}")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"show_real_predictions got {len(titles)} titles for {len(images)} images")
+    fig, axes = plt.subplots(len(images), 4, figsize=(4 * PANEL_INCHES, len(images) * PANEL_INCHES + 0.4),
+                             squeeze=False, layout="constrained")
+    for i, row in enumerate(axes):
+        image = _as_image(images[i], f"images[{i}]")
+        truth, pred = _as_image(truths[i], f"truths[{i}]") > 0.5, _as_image(preds[i], f"preds[{i}]") > 0.5
+        if not image.shape == truth.shape == pred.shape:
+            raise ValueError(f"row {i}: image {image.shape}, truth {truth.shape} and pred {pred.shape} differ")
+        dice = per_image_scores(pred[None], truth[None])["dice"][0]
+        panels = ((image, titles[i] if titles is not None else "input"), (truth, "ground truth"),
+                  (pred, "prediction"), (overlay_errors(image, truth, pred), f"errors: Dice {dice:.3f}"))
+        for ax, (picture, title) in zip(row, panels):
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    add_error_legend(fig)
+    return fig
+
+
+def plot_kshot(rows: Sequence[dict], baseline: float | None = None, metric: str = "class_dice") -> Figure:
+    """Real-test score against the number k of real training images, one line per starting point.
+
+    Args:
+        rows: from :func:`unetlab.sim2real.run_experiments`: dicts with ``start``, ``k``, ``augment`` and
+            ``metric``. Rows fine-tuned with augmentation form the lines; rows without it are drawn as open
+            markers, so its effect shows as a gap at that k.
+        baseline: the classical baseline's score on the same test set, drawn as a horizontal line.
+        metric: the row key to plot (``"class_dice"``: Dice averaged over the defect classes; or ``"dice"``).
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), layout="constrained")
+    starts = list(dict.fromkeys(r["start"] for r in rows))
+    for i, start in enumerate(starts):
+        color = f"C{i}"
+        line = sorted((r["k"], r[metric]) for r in rows if r["start"] == start and r["augment"])
+        if line:
+            ax.plot(*zip(*line), "o-", color=color, label=start)
+        plain = sorted((r["k"], r[metric]) for r in rows if r["start"] == start and not r["augment"])
+        if plain:
+            ax.plot(*zip(*plain), "o", mfc="none", color=color, label=f"{start}, no augmentation")
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", linestyle="--", label="classical baseline")
+    ks = sorted({r["k"] for r in rows})
+    ax.set_xscale("symlog", linthresh=5)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set(xlabel="real training images k", ylabel={"class_dice": "Dice, mean over defect classes"}.get(
+        metric, metric), ylim=(0, 1), title="real test set")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _show_real_masks(images: Sequence[Any], truths: Sequence[Any], titles: Sequence[str] | None) -> Figure:
+    """Rows of input | ground truth for images of different sizes."""
+    if len(images) != len(truths) or not len(images) or (titles is not None and len(titles) != len(images)):
+        raise ValueError(f"show_real_predictions expects as many (>= 1) images, truths and titles; "
+                         f"got {len(images)}, {len(truths)} and {None if titles is None else len(titles)}")
+    fig, axes = plt.subplots(len(images), 2, figsize=(2 * PANEL_INCHES, len(images) * PANEL_INCHES),
+                             squeeze=False, layout="constrained")
+    for i, (left, right) in enumerate(axes):
+        left.imshow(_as_image(images[i], f"images[{i}]"), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        right.imshow(_as_image(truths[i], f"truths[{i}]") > 0.5, cmap="gray", vmin=0, vmax=1,
+                     interpolation="nearest")
+        left.set_title(titles[i] if titles is not None else "input", fontsize=9)
+        right.set_title("ground truth", fontsize=9)
+        left.set_axis_off()
+        right.set_axis_off()
+    return fig

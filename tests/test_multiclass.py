@@ -1,0 +1,129 @@
+"""Multi-class segmentation: confusion matrix and per-class scores, fit on class labels, argmax prediction,
+evaluation, figures and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from unetlab import (UNet, confusion_matrix, evaluate_multiclass, fit, load_checkpoint, plot_confusion,
+                     predict, predict_labels, scores_from_confusion, show_label_predictions)
+from unetlab.cli import main
+
+
+def test_confusion_matrix_by_hand():
+    truth = torch.tensor([[0, 1, 1, 2, 3, 3]])
+    pred = torch.tensor([[0, 1, 2, 2, 3, 0]])
+    m = confusion_matrix(pred, truth, 4)
+    expected = [[1, 0, 0, 0],   # true background: 1 right
+                [0, 1, 1, 0],   # true scratch: 1 right, 1 called crack
+                [0, 0, 1, 0],   # true crack: right
+                [1, 0, 0, 1]]   # true stain: 1 right, 1 missed (background)
+    assert m.tolist() == expected
+    assert np.array_equal(confusion_matrix(pred.numpy(), truth.numpy(), 4).numpy(), np.array(expected))
+
+
+def test_scores_from_confusion_by_hand():
+    m = torch.tensor([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [1, 0, 0, 1]])
+    s = scores_from_confusion(m)
+    # scratch: tp 1, fp 0, fn 1 -> Dice 2/3; crack: tp 1, fp 1, fn 0 -> 2/3; stain: tp 1, fp 0, fn 1 -> 2/3
+    # background: tp 1, fp 1 (the missed stain pixel), fn 0 -> 2/3
+    assert s["dice"] == pytest.approx([2 / 3] * 4)
+    assert s["iou"] == pytest.approx([1 / 2] * 4)
+    assert s["recall"] == pytest.approx([1.0, 0.5, 1.0, 0.5])
+    # A class neither present nor predicted scores 1 (0 / 0), like an empty mask.
+    assert scores_from_confusion(torch.tensor([[5, 0], [0, 0]]))["dice"] == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("pred, truth, n, match", [
+    (torch.zeros(1, 4), torch.zeros(1, 5), 4, "same shape"),
+    (torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.long), 4, "integer class ids as pred"),
+    (torch.full((1, 4), 4), torch.zeros(1, 4, dtype=torch.long), 4, r"ids in \[0, 4\)"),
+    (torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long), 1, "n_classes as an int >= 2"),
+])
+def test_confusion_matrix_bad_input(pred, truth, n, match):
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(pred, truth, n)
+
+
+def _toy_labels(n: int = 16, seed: int = 0) -> TensorDataset:
+    """32x32 images whose class is read off the gray level: < .25 background, then classes 1, 2, 3."""
+    images = torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+    labels = (images[:, 0] * 4).long().clamp(max=3)
+    return TensorDataset(images, (labels > 0).float()[:, None], labels)
+
+
+def _tiny(out_channels: int) -> UNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return UNet(out_channels=out_channels, base=4)
+
+
+def test_fit_trains_a_multiclass_model_on_the_labels():
+    model = _tiny(4)
+    loader = DataLoader(_toy_labels(), batch_size=4)
+    history = fit(model, loader, loader, epochs=12, lr=2e-2, progress=False, device="cpu")
+    assert history.train_loss[-1] < 0.6 * history.train_loss[0]
+    assert history.val_dice[-1] > 0.6  # mean Dice of the three defect classes
+    scores = evaluate_multiclass(model, loader, progress=False, device="cpu")
+    assert scores["n_images"] == 16 and len(scores["matrix"]) == 4
+    assert sum(map(sum, scores["matrix"])) == 16 * 32 * 32
+    assert scores["mean_dice"] == pytest.approx(np.mean([scores["dice"][c] for c in ("scratch", "crack", "stain")]))
+    assert scores["mean_dice"] > 0.6
+
+
+def test_multiclass_fit_needs_labels_in_range():
+    images = torch.rand(4, 1, 32, 32)
+    no_labels = DataLoader(TensorDataset(images, torch.zeros(4, 1, 32, 32)), batch_size=2)
+    with pytest.raises(ValueError, match="needs batches \\(images, masks, labels\\)"):
+        fit(_tiny(4), no_labels, epochs=1, progress=False)
+    out_of_range = DataLoader(TensorDataset(images, torch.zeros(4, 1, 32, 32), torch.full((4, 32, 32), 5)),
+                              batch_size=2)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 4\)"):
+        fit(_tiny(4), out_of_range, epochs=1, progress=False)
+
+
+def test_predict_labels_any_size_and_binary_functions_refuse_a_multiclass_model():
+    model = _tiny(4)
+    ids = predict_labels(model, np.random.default_rng(0).random((37, 53), dtype=np.float32), device="cpu")
+    assert ids.shape == (37, 53) and ids.dtype == np.int64 and 0 <= ids.min() and ids.max() < 4
+    with pytest.raises(ValueError, match="binary model"):
+        predict(model, np.zeros((32, 32), np.float32), device="cpu")
+    with pytest.raises(ValueError, match="multi-class model"):
+        predict_labels(_tiny(1), np.zeros((32, 32), np.float32), device="cpu")
+
+
+def test_multiclass_figures():
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 16, 16), dtype=np.float32)
+    truths = rng.integers(0, 4, (2, 16, 16))
+    fig = show_label_predictions(images, truths, truths[::-1], titles=["a", "b"])
+    assert len(fig.axes) == 6
+    plt.close(fig)
+    fig = plot_confusion([[90, 5, 3, 2], [1, 8, 1, 0], [0, 2, 8, 0], [0, 0, 0, 10]])
+    assert "90.0%" in [t.get_text().split("\n")[0] for t in fig.axes[0].texts]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="one row per class name"):
+        plot_confusion(np.zeros((3, 3)))
+
+
+def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
+    out, figures = tmp_path / "mc", tmp_path / "figures"
+    assert main(["train", "--task", "multiclass", "--quick", "--base", "4", "--out", str(out),
+                 "--figures", str(figures)]) == 0
+    model, info = load_checkpoint(out / "model.pt")
+    assert model.config["out_channels"] == 4
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "multiclass" and set(results["test"]["dice"]) == {
+        "background", "scratch", "crack", "stain"}
+    assert sorted(p.name for p in figures.iterdir()) == ["multiclass_confusion.png", "multiclass_predictions.png"]
+    printed = capsys.readouterr().out
+    assert "crack" in printed and "Dice" in printed
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--quick", "--figures", str(figures)]) == 0
+    with pytest.raises(SystemExit, match="synthetic data only"):
+        main(["train", "--task", "multiclass", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "x")])

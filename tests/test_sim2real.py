@@ -1,0 +1,118 @@
+"""Sim-to-real on made-up 'real' images: scores by hand, fine-tuning, the experiment runner and its cache."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from unetlab import UNet, save_checkpoint
+from unetlab.sim2real import Experiment, RealSet, finetune, predict_masks, run_experiments, score_masks
+
+
+def _fake_real(n: int = 8, seed: int = 0) -> RealSet:
+    """Gray images of odd sizes with one dark disc each (class 'Dark') or none (class 'Free')."""
+    rng = np.random.default_rng(seed)
+    images, masks, classes = [], [], []
+    for i in range(n):
+        h, w = int(rng.integers(40, 60)), int(rng.integers(36, 70))
+        image = np.full((h, w), 0.6, np.float32) + rng.normal(0, 0.02, (h, w)).astype(np.float32)
+        mask = np.zeros((h, w), np.uint8)
+        if i % 4 != 3:
+            cv2.circle(mask, (w // 2, h // 2), 6, 1, -1)
+        image[mask > 0] -= 0.4
+        images.append(np.clip(image, 0, 1))
+        masks.append(mask > 0)
+        classes.append("Free" if i % 4 == 3 else "Dark")
+    return RealSet(images, masks, classes, [f"{c}__{i}" for i, c in enumerate(classes)])
+
+
+def test_score_masks_by_hand():
+    truth = [np.array([[1, 1, 0, 0]], bool), np.array([[0, 0, 0, 0]], bool), np.array([[1, 0, 0, 0]], bool)]
+    real = RealSet([np.zeros((1, 4), np.float32)] * 3, truth, ["A", "Free", "B"], ["a", "f", "b"])
+    preds = [np.array([[1, 0, 0, 0]], bool), np.array([[0, 0, 0, 1]], bool), np.array([[1, 0, 0, 0]], bool)]
+    s = score_masks(preds, real)
+    # pooled: tp 2, fp 1, fn 1 -> Dice 4/6; class A: tp 1 fn 1 -> 2/3; class B: perfect -> 1
+    assert s["dice"] == pytest.approx(2 / 3)
+    assert s["per_class"] == pytest.approx({"A": 2 / 3, "B": 1.0})
+    assert s["class_dice"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["fp_rate_defect_free"] == 1.0 and s["n_defect_free"] == 1
+    assert s["per_image_dice"] == pytest.approx([2 / 3, 0.0, 1.0])
+    with pytest.raises(ValueError, match="2 predictions for 3 images"):
+        score_masks(preds[:2], real)
+    with pytest.raises(ValueError, match="shape"):
+        score_masks([p[:, :3] for p in preds], real)
+
+
+def test_finetune_learns_the_fake_defects_and_predictions_keep_every_size():
+    real = _fake_real()
+    torch.manual_seed(0)
+    model = UNet(base=4)
+    before = score_masks(predict_masks(model, real, device="cpu", progress=False), real)["dice"]
+    finetune(model, real, steps=40, batch_size=4, lr=1e-2, crop=32, device="cpu", progress=False)
+    preds = predict_masks(model, real, device="cpu", progress=False)
+    assert [p.shape for p in preds] == [m.shape for m in real.masks]
+    after = score_masks(preds, real)["dice"]
+    assert after > 0.6 and after > before
+    with pytest.raises(ValueError, match="at least one real image"):
+        finetune(model, real.subset([]), steps=1)
+    with pytest.raises(ValueError, match="steps as an int >= 1"):
+        finetune(model, real, steps=0)
+
+
+def test_run_experiments_resumes_from_its_cache(tmp_path):
+    real = _fake_real(12)
+    pool, test = [0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.pt", UNet(base=4))
+    plan = [Experiment("synthetic", 0), Experiment("synthetic", 2), Experiment("scratch", 2, augment=False)]
+    cache = tmp_path / "cache"
+    kwargs = dict(steps=2, crop=32, cache=cache, device="cpu", progress=False, log=lambda _: None)
+    rows = run_experiments(plan, real, pool, test, {"synthetic": start}, **kwargs)
+    assert [(r["start"], r["k"], r["augment"]) for r in rows] == [("synthetic", 0, True), ("synthetic", 2, True),
+                                                                  ("scratch", 2, False)]
+    assert rows[1]["stems"] == [real.stems[0], real.stems[1]] and rows[0]["train_seconds"] == 0
+    assert all(0 <= r["dice"] <= 1 and r["n_images"] == 6 for r in rows)
+    assert rows[0]["checkpoint"] == str(start.resolve())
+    assert sorted(p.name for p in cache.iterdir()) == ["rows.json", "scratch_k2_plain.pt", "synthetic_k2.pt"]
+    # A second run reads the cache instead of training; changed settings start over.
+    logged = []
+    again = run_experiments(plan, real, pool, test, {"synthetic": start}, **{**kwargs, "log": logged.append})
+    assert again == json.loads(json.dumps(rows)) and logged == []
+    run_experiments(plan[:1], real, pool, test, {"synthetic": start}, **{**kwargs, "steps": 3,
+                                                                        "log": logged.append})
+    assert len(logged) == 1
+
+
+@pytest.mark.parametrize("plan, pool, test, match", [
+    ([Experiment("synthetic", 0)], [0, 1], [1, 2], "overlap"),
+    ([Experiment("other", 0)], [0, 1], [2, 3], "no checkpoint for start 'other'"),
+    ([Experiment("synthetic", 3)], [0, 1], [2, 3], "k must be in"),
+    ([Experiment("scratch", 0)], [0, 1], [2, 3], "k must be in"),
+])
+def test_run_experiments_refuses_bad_plans(tmp_path, plan, pool, test, match):
+    with pytest.raises(ValueError, match=match):
+        run_experiments(plan, _fake_real(4), pool, test, {"synthetic": tmp_path / "x.pt"}, progress=False)
+
+
+def test_real_prediction_rows_and_kshot_plot():
+    import matplotlib.pyplot as plt
+
+    from unetlab import plot_kshot, show_real_predictions
+
+    real = _fake_real(3)
+    fig = show_real_predictions(real.images, real.masks, [~m for m in real.masks], titles=["a", "b", "c"])
+    assert len(fig.axes) == 12 and fig.axes[3].get_title() == "errors: Dice 0.000"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="as many"):
+        show_real_predictions(real.images, real.masks[:2], real.masks)
+    rows = [dict(start="synthetic", k=0, augment=True, class_dice=0.2), dict(start="synthetic", k=5, augment=True,
+            class_dice=0.4), dict(start="scratch", k=5, augment=True, class_dice=0.1),
+            dict(start="synthetic", k=5, augment=False, class_dice=0.3)]
+    fig = plot_kshot(rows, baseline=0.15)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["synthetic", "synthetic, no augmentation", "scratch", "classical baseline"]
+    plt.close(fig)

@@ -1,0 +1,280 @@
+"""Sim-to-real: score a model on real images, fine-tune it on a few of them, and run the k-shot experiment.
+
+The question of chapter 06: how much does synthetic pretraining help when only ``k`` real labelled images exist?
+For each ``k`` a model is fine-tuned on the first ``k`` images of the fine-tune pool (``data.real_splits``) and
+scored on the real test set, which is never trained on. The same ``k`` images also train a model from scratch,
+so the difference is what the synthetic data is worth.
+
+Scores on real images (:func:`score_masks`) follow :mod:`unetlab.metrics` (0 / 0 = 1):
+
+- pooled Dice per defect class (the classes come from the folder, e.g. Blowhole ... Uneven), over the images of
+  that class, and ``class_dice``, their mean: every kind of defect counts the same. This is the headline number,
+  because real defect classes differ in size by two orders of magnitude (a blowhole covers 0.2% of its image, an
+  uneven patch 24%): the pooled Dice over all pixels is, in effect, the Dice of the largest class;
+- pooled Dice and IoU over the whole test set (every defect pixel counts once);
+- ``fp_rate_defect_free``: the share of test images without any defect (empty masks) where the model flags at
+  least one pixel.
+
+Real images have any size: predictions run on the whole image, reflect-padded to a multiple of ``2**depth``
+(:func:`unetlab.predict`), never resized. Fine-tuning trains on random ``crop x crop`` windows
+(:class:`unetlab.data.RandomCrops`), augmented (:mod:`unetlab.augment`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .augment import DEFAULT_AUGMENT, AugmentConfig
+from .data import DefectFolder, RandomCrops
+from .evaluate import predict
+from .io import atomic_write
+from .metrics import confusion_counts, scores_from_counts
+from .model import UNet
+from .train import History, fit, load_checkpoint, save_checkpoint
+
+REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is above this (not tuned on test data)
+
+
+@dataclass
+class RealSet:
+    """Real images held in memory, with their masks and classes (a few hundred images: tens of MB).
+
+    Attributes:
+        images: list of (H, W) float32 arrays in [0, 1]; sizes may differ between images.
+        masks: list of (H, W) bool arrays, True where there is a defect.
+        classes: one class name per image (e.g. "Crack"; images without defects have their own, e.g. "Free").
+        stems: file stems, for captions.
+    """
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    classes: list[str]
+    stems: list[str]
+
+    @classmethod
+    def load(cls, root: str | os.PathLike, progress: bool = True) -> RealSet:
+        """Read every image/mask pair of ``root`` (any layout :class:`unetlab.DefectFolder` reads), binarising
+        masks with its documented ``"auto"`` rule."""
+        folder = DefectFolder(root, mask_threshold="auto")
+        images, masks = [], []
+        for i in tqdm(range(len(folder)), desc="reading real images", unit="image", disable=not progress):
+            image, mask = folder.arrays(i)
+            images.append(image)
+            masks.append(mask)
+        return cls(images, masks, list(folder.classes), list(folder.stems))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: Sequence[int]) -> RealSet:
+        """The images at ``indices``, in that order."""
+        indices = [int(i) for i in indices]
+        bad = [i for i in indices if not 0 <= i < len(self)]
+        if bad:
+            raise ValueError(f"RealSet.subset got indices outside [0, {len(self)}): {bad[:5]}")
+        return RealSet([self.images[i] for i in indices], [self.masks[i] for i in indices],
+                       [self.classes[i] for i in indices], [self.stems[i] for i in indices])
+
+
+def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD, *,
+                  device: str | torch.device | None = None, progress: bool = True) -> list[np.ndarray]:
+    """(H, W) bool defect masks of a binary model for every image of ``real``, each at its own full size."""
+    return [predict(model, image, device=device) > threshold
+            for image in tqdm(real.images, desc="predict", unit="image", disable=not progress, leave=False)]
+
+
+def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
+    """Scores of predicted masks against ``real``'s masks (see the module docstring).
+
+    Returns:
+        ``class_dice`` (mean of ``per_class``); ``per_class``: {class: pooled Dice} for every class that has
+        defect pixels; ``dice``, ``iou``, ``precision``, ``recall`` (pooled over all images); ``fp_rate_defect_free`` (NaN when no image is defect-free);
+        ``per_image_dice``: list, in ``real``'s order; ``n_images``, ``n_defect_free``.
+    """
+    if len(preds) != len(real):
+        raise ValueError(f"score_masks got {len(preds)} predictions for {len(real)} images")
+    counts = []
+    for i, (pred, truth) in enumerate(zip(preds, real.masks)):
+        pred = np.asarray(pred)
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction {i} has shape {pred.shape} but its mask ({real.stems[i]}) is {truth.shape}")
+        tp, fp, fn, _ = confusion_counts(torch.from_numpy(pred.astype(bool))[None],
+                                         torch.from_numpy(truth)[None])
+        counts.append((tp.item(), fp.item(), fn.item()))
+    counts_t = torch.tensor(counts, dtype=torch.int64).reshape(-1, 3)
+    pooled = {k: v.item() for k, v in scores_from_counts(*counts_t.sum(0)).items()}
+    per_class = {}
+    for name in sorted(set(real.classes)):
+        rows = counts_t[[c == name for c in real.classes]]
+        if (rows[:, 0] + rows[:, 2]).sum() > 0:  # the class has defect pixels
+            per_class[name] = scores_from_counts(*rows.sum(0))["dice"].item()
+    empty = [i for i, m in enumerate(real.masks) if not m.any()]
+    flagged = sum(1 for i in empty if counts[i][1] > 0)
+    return {
+        "class_dice": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "per_class": per_class,
+        **pooled,
+        "fp_rate_defect_free": flagged / len(empty) if empty else float("nan"),
+        "per_image_dice": scores_from_counts(*counts_t.T)["dice"].tolist(),
+        "n_images": len(real),
+        "n_defect_free": len(empty),
+    }
+
+
+def finetune(model: nn.Module, train: RealSet, *, steps: int = 150, batch_size: int = 8, lr: float = 1e-3,
+             augment: AugmentConfig | None = DEFAULT_AUGMENT, crop: int = 256, seed: int = 0,
+             device: str | torch.device | None = None, progress: bool = True) -> History:
+    """Train ``model`` in place for ``steps`` optimiser steps on random crops of ``train``'s images.
+
+    The number of steps is fixed whatever ``len(train)``: with k = 5 or k = 50 images the model gets the same
+    amount of training, only the variety differs. Adam with a one-cycle schedule peaking at ``lr``, BCE + Dice
+    (:func:`unetlab.fit`, no validation: the real test set must not choose anything).
+
+    Args:
+        model: a binary UNet (pretrained or fresh).
+        train: the k real images to learn from (at least 1).
+        steps: optimiser steps of ``batch_size`` crops each.
+        augment: how each crop is augmented; None trains on plain crops.
+        crop: side of the training windows, px (smaller images are reflect-padded).
+        seed: seeds the crops, their augmentation and the shuffling.
+    """
+    if len(train) < 1:
+        raise ValueError("finetune needs at least one real image to train on; got an empty set")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"finetune expects {name} as an int >= 1; got {value!r}")
+    crops = RandomCrops(train.images, train.masks, n=steps * batch_size, size=crop, seed=seed, augment=augment)
+    loader = DataLoader(crops, batch_size=batch_size)  # each item is already a random crop: no shuffling needed
+    return fit(model, loader, None, epochs=1, lr=lr, scheduler="onecycle", device=device, progress=progress,
+               seed=seed)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One point of the k-shot curve.
+
+    Attributes:
+        start: name of the starting weights: a key of the ``starts`` given to :func:`run_experiments`
+            (e.g. "synthetic", "randomized"), or "scratch" for a freshly initialised UNet.
+        k: real images to fine-tune on (the first k of the pool); 0 scores the starting model as it is.
+        augment: fine-tune with :data:`unetlab.augment.DEFAULT_AUGMENT` (True) or on plain crops (False).
+    """
+
+    start: str
+    k: int
+    augment: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"{self.start}|k={self.k}|augment={self.augment}"
+
+
+def run_experiments(
+    plan: Sequence[Experiment],
+    real: RealSet,
+    pool: Sequence[int],
+    test: Sequence[int],
+    starts: dict[str, str | os.PathLike],
+    *,
+    steps: int = 150,
+    lr: float = 1e-3,
+    crop: int = 256,
+    seed: int = 0,
+    cache: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Run every experiment of ``plan`` and return one row of scores each (same order).
+
+    Args:
+        plan: the experiments; ``k`` may not exceed ``len(pool)``.
+        real: all real images; ``pool`` and ``test`` index into it (from :func:`unetlab.data.real_splits`).
+        starts: start name -> checkpoint path of a binary model (e.g. chapter 04's), for every start but "scratch".
+            A "scratch" model has the architecture of the first start (a fair comparison), with fresh weights
+            drawn from ``seed``.
+        steps, lr, crop, seed: fine-tuning settings (see :func:`finetune`).
+        cache: a folder. Each fine-tuned model is saved there (``<start>_k<k>[_plain].pt``) and every row is
+            written to ``rows.json`` as soon as it is done (atomically). Rows already there for the same settings
+            are reused instead of trained again, so an interrupted run resumes and a re-run costs nothing.
+
+    Returns:
+        rows of ``start``, ``k``, ``augment``, the :func:`score_masks` summary (without ``per_image_dice``),
+        ``train_seconds``, ``stems`` (the k training images) and ``checkpoint`` (the fine-tuned weights in
+        ``cache``, or the start's checkpoint for k = 0; None for a fine-tuned model without a cache).
+    """
+    pool, test = list(pool), list(test)
+    if set(pool) & set(test):
+        raise ValueError("run_experiments: the pool and the test set overlap; the test set must never be trained on")
+    for e in plan:
+        if e.start != "scratch" and e.start not in starts:
+            raise ValueError(f"experiment {e.key}: no checkpoint for start {e.start!r}; starts has {sorted(starts)}")
+        if not 0 <= e.k <= len(pool) or (e.start == "scratch" and e.k == 0):
+            raise ValueError(f"experiment {e.key}: k must be in [1 if scratch else 0, {len(pool)}]")
+    settings = {"steps": steps, "lr": lr, "crop": crop, "seed": seed, "pool": pool, "test": test,
+                "starts": {name: str(Path(path).resolve()) for name, path in starts.items()}}
+    done = _read_cache(cache, settings)
+    test_set = real.subset(test)
+    rows = []
+    for e in plan:
+        if e.key not in done:
+            log(f"{e.key}: " + ("scoring" if e.k == 0 else f"fine-tuning {steps} steps on {e.k} real image(s)"))
+            saved = Path(cache).resolve() / f"{e.start}_k{e.k}{'' if e.augment else '_plain'}.pt" if cache else None
+            done[e.key] = _run_one(e, real, pool, test_set, starts, steps, lr, crop, seed, device, progress, saved)
+            if cache is not None:
+                _write_cache(cache, settings, done)
+        rows.append(done[e.key])
+    return rows
+
+
+def _run_one(e: Experiment, real, pool, test_set, starts, steps, lr, crop, seed, device, progress,
+             saved: Path | None) -> dict[str, Any]:
+    if e.start == "scratch":
+        config = load_checkpoint(next(iter(starts.values())))[0].config if starts else {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = UNet(**config)
+    else:
+        model, _ = load_checkpoint(starts[e.start], device=device or "cpu")
+    start = time.perf_counter()
+    train = real.subset(pool[:e.k])
+    if e.k:
+        finetune(model, train, steps=steps, lr=lr, augment=DEFAULT_AUGMENT if e.augment else None, crop=crop,
+                 seed=seed, device=device, progress=progress)
+    seconds = time.perf_counter() - start
+    if e.k and saved is not None:
+        save_checkpoint(saved, model, data_config={"finetuned_on": train.stems, "steps": steps, "lr": lr,
+                                                   "augment": e.augment, "start": e.start})
+    checkpoint = str(Path(starts[e.start]).resolve()) if e.k == 0 else (str(saved) if saved is not None else None)
+    scores = score_masks(predict_masks(model, test_set, device=device, progress=progress), test_set)
+    scores.pop("per_image_dice")
+    return {"start": e.start, "k": e.k, "augment": e.augment, **scores, "train_seconds": round(seconds, 1),
+            "stems": train.stems, "checkpoint": checkpoint}
+
+
+def _read_cache(cache, settings) -> dict[str, dict]:
+    path = Path(cache) / "rows.json" if cache is not None else None
+    if path is None or not path.is_file():
+        return {}
+    stored = json.loads(path.read_text())
+    if stored.get("settings") != settings:
+        return {}
+    return {key: row for key, row in stored.get("rows", {}).items()
+            if row["checkpoint"] is not None and Path(row["checkpoint"]).is_file()}
+
+
+def _write_cache(cache, settings, rows) -> None:
+    text = json.dumps({"settings": settings, "rows": rows}, indent=1)
+    atomic_write(Path(cache) / "rows.json", lambda f: f.write(text.encode()))

@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--randomized", default="notebooks/runs/06_randomized.pt",
                         help="the domain-randomised checkpoint")
     parser.add_argument("--cache", default="notebooks/runs/06_sim2real", help="folder of fine-tuned models/scores")
-    parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps of 8 crops (default 150)")
+    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of 8 crops (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", default=None, help="also save the curve here (PNG)")
     args = parser.parse_args()

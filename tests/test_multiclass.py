@@ -117,7 +117,7 @@ def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     assert main(["train", "--task", "multiclass", "--quick", "--base", "4", "--out", str(out),
                  "--figures", str(figures)]) == 0
     model, info = load_checkpoint(out / "model.pt")
-    assert model.config["out_channels"] == 4
+    assert model.config["out_channels"] == 4 and model.config["depth"] == 3
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "multiclass" and set(results["test"]["dice"]) == {
         "background", "scratch", "crack", "stain"}

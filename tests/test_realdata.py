@@ -406,3 +406,22 @@ def test_the_real_folder_reads_whole_when_present():
     assert sum(e for e, c in zip(empty, ds.classes) if c != "Free") <= 0.05 * (len(ds) - len(free))
     pool, test = real_splits(ds.classes, seed=0)
     assert not set(pool) & set(test) and len(pool) + len(test) == len(ds)
+
+
+def test_random_crops_defect_share_places_crops_over_defects():
+    image = np.zeros((200, 300), np.float32)
+    mask = np.zeros((200, 300), bool)
+    mask[150:153, 250:253] = True  # one small defect in a corner
+    image[mask] = 1.0
+    uniform = RandomCrops([image], [mask], n=200, size=32, seed=0)
+    over = RandomCrops([image], [mask], n=200, size=32, seed=0, defect_share=1.0)
+    half = RandomCrops([image], [mask], n=400, size=32, seed=0, defect_share=0.5)
+    share = lambda ds: np.mean([ds[i][1].sum().item() > 0 for i in range(len(ds))])  # noqa: E731
+    assert share(uniform) < 0.1 and share(over) == 1.0 and 0.35 < share(half) < 0.65
+    for i in range(20):  # still aligned
+        crop, crop_mask = over[i]
+        assert torch.equal(crop > 0.5, crop_mask > 0.5)
+    empty = RandomCrops([image], [np.zeros_like(mask)], n=5, size=32, defect_share=1.0)
+    assert all(empty[i][1].sum() == 0 for i in range(5))  # no defect: a uniform crop, no error
+    with pytest.raises(ValueError, match="defect_share in \\[0, 1\\]"):
+        RandomCrops([image], [mask], n=1, defect_share=1.5)

@@ -116,3 +116,22 @@ def test_real_prediction_rows_and_kshot_plot():
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["synthetic", "synthetic, no augmentation", "scratch", "classical baseline"]
     plt.close(fig)
+
+
+def test_cache_rows_are_dropped_when_the_starting_weights_change(tmp_path):
+    real = _fake_real(8)
+    pool, test = [0, 1, 2, 3], [4, 5, 6, 7]
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.pt", UNet(base=4))
+    kwargs = dict(steps=1, crop=32, cache=tmp_path / "cache", device="cpu", progress=False)
+    logged = []
+    run_experiments([Experiment("synthetic", 1)], real, pool, test, {"synthetic": start}, log=logged.append, **kwargs)
+    # another start added: the existing row stays valid
+    other = save_checkpoint(tmp_path / "other.pt", UNet(base=4))
+    run_experiments([Experiment("synthetic", 1), Experiment("other", 0)], real, pool, test,
+                    {"synthetic": start, "other": other}, log=logged.append, **kwargs)
+    assert len(logged) == 2
+    torch.manual_seed(1)
+    save_checkpoint(start, UNet(base=4))  # retrained: same path, new weights
+    run_experiments([Experiment("synthetic", 1)], real, pool, test, {"synthetic": start}, log=logged.append, **kwargs)
+    assert len(logged) == 3

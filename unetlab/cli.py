@@ -90,7 +90,9 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
                                     batch_size=sizes.batch_size)
     torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model
-    model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base)
+    # Naming a defect needs more context than finding it (a crack vs a dark scratch): depth 3 sees 100 px.
+    depth = args.depth if args.depth is not None else (3 if multiclass else 2)
+    model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base, depth=depth)
     lr = CARD_LR if args.card else args.lr
     schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
     history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
@@ -98,7 +100,8 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
                   scheduler=schedule, data_config=cfg.to_dict(), seed=args.seed)
     return model, history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
                               "loss": "cross-entropy + Dice" if multiclass else "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
-                              "n_train": len(loaders["train"].dataset), "base": args.base, "amp": args.amp}
+                              "n_train": len(loaders["train"].dataset), "base": args.base, "depth": depth,
+                              "amp": args.amp}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -280,6 +283,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
                    help="mixed precision: auto = on for CUDA only; bf16 is opt-in on CPUs that have it")
     p.add_argument("--base", type=int, default=16, help="UNet channels at full resolution (default 16)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="UNet down/up levels (default 2; 3 with --task multiclass, for more context)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
 
 

@@ -560,17 +560,23 @@ class RandomCrops(Dataset):
         size: crop side in px.
         seed: dataset seed.
         augment: an :class:`AugmentConfig`, or ``None`` for plain crops.
+        defect_share: probability in [0, 1] that a crop is placed over a defect (a random defect pixel of the
+            chosen image lands at a random spot of the crop; images without defects get a uniform crop). Real
+            defects are small and rare: with uniform crops most batches would teach "nothing here" (foreground
+            oversampling, as nnU-Net does with a third of its patches).
 
     Items: ``(image (1, size, size) float32, mask (1, size, size) float32 in {0, 1})``.
     """
 
     def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], n: int, size: int = 256,
-                 seed: int = 0, augment: AugmentConfig | None = None) -> None:
+                 seed: int = 0, augment: AugmentConfig | None = None, defect_share: float = 0.0) -> None:
         for name, value in (("n", n), ("size", size)):
             if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
                 raise ValueError(f"RandomCrops needs {name} >= 1 (an int); got {value!r}")
         if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
             raise ValueError(f"RandomCrops needs a non-negative int seed; got {seed!r}")
+        if isinstance(defect_share, bool) or not isinstance(defect_share, (int, float)) or not 0 <= defect_share <= 1:
+            raise ValueError(f"RandomCrops needs defect_share in [0, 1]; got {defect_share!r}")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise ValueError(f"augment must be an AugmentConfig or None; got {type(augment).__name__}")
         if len(images) == 0 or len(images) != len(masks):
@@ -590,6 +596,7 @@ class RandomCrops(Dataset):
             self.images.append(image.astype(np.float32, copy=False))
             self.masks.append(mask.astype(bool, copy=False))
         self.n, self.size, self.seed, self.augment = int(n), int(size), int(seed), augment
+        self.defect_share = float(defect_share)
 
     def __len__(self) -> int:
         return self.n
@@ -600,8 +607,14 @@ class RandomCrops(Dataset):
         rng = sample_rng(self.seed, i % self.n)
         k = int(rng.integers(len(self.images)))
         image, mask = _pad_to(self.images[k], self.size), _pad_to(self.masks[k], self.size)
-        y = int(rng.integers(image.shape[0] - self.size + 1))
-        x = int(rng.integers(image.shape[1] - self.size + 1))
+        defects = np.flatnonzero(mask) if self.defect_share > 0 and rng.random() < self.defect_share else ()
+        if len(defects):  # a crop that contains this defect pixel, anywhere in it
+            yy, xx = divmod(int(defects[rng.integers(len(defects))]), mask.shape[1])
+            y = int(rng.integers(max(0, yy - self.size + 1), min(yy, image.shape[0] - self.size) + 1))
+            x = int(rng.integers(max(0, xx - self.size + 1), min(xx, image.shape[1] - self.size) + 1))
+        else:
+            y = int(rng.integers(image.shape[0] - self.size + 1))
+            x = int(rng.integers(image.shape[1] - self.size + 1))
         image = image[y:y + self.size, x:x + self.size]
         mask = mask[y:y + self.size, x:x + self.size]
         if self.augment is not None:  # the module-level augment() function, with this dataset's config

@@ -22,6 +22,7 @@ Real images have any size: predictions run on the whole image, reflect-padded to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -133,9 +134,9 @@ def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
     }
 
 
-def finetune(model: nn.Module, train: RealSet, *, steps: int = 150, batch_size: int = 8, lr: float = 1e-3,
-             augment: AugmentConfig | None = DEFAULT_AUGMENT, crop: int = 256, seed: int = 0,
-             device: str | torch.device | None = None, progress: bool = True) -> History:
+def finetune(model: nn.Module, train: RealSet, *, steps: int = 200, batch_size: int = 8, lr: float = 1e-3,
+             augment: AugmentConfig | None = DEFAULT_AUGMENT, crop: int = 256, defect_share: float = 0.5,
+             seed: int = 0, device: str | torch.device | None = None, progress: bool = True) -> History:
     """Train ``model`` in place for ``steps`` optimiser steps on random crops of ``train``'s images.
 
     The number of steps is fixed whatever ``len(train)``: with k = 5 or k = 50 images the model gets the same
@@ -148,6 +149,8 @@ def finetune(model: nn.Module, train: RealSet, *, steps: int = 150, batch_size: 
         steps: optimiser steps of ``batch_size`` crops each.
         augment: how each crop is augmented; None trains on plain crops.
         crop: side of the training windows, px (smaller images are reflect-padded).
+        defect_share: share of the crops placed over a defect (see :class:`unetlab.data.RandomCrops`); without
+            it most crops of small real defects hold none, and the model learns to predict nothing.
         seed: seeds the crops, their augmentation and the shuffling.
     """
     if len(train) < 1:
@@ -155,7 +158,8 @@ def finetune(model: nn.Module, train: RealSet, *, steps: int = 150, batch_size: 
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"finetune expects {name} as an int >= 1; got {value!r}")
-    crops = RandomCrops(train.images, train.masks, n=steps * batch_size, size=crop, seed=seed, augment=augment)
+    crops = RandomCrops(train.images, train.masks, n=steps * batch_size, size=crop, seed=seed, augment=augment,
+                        defect_share=defect_share)
     loader = DataLoader(crops, batch_size=batch_size)  # each item is already a random crop: no shuffling needed
     return fit(model, loader, None, epochs=1, lr=lr, scheduler="onecycle", device=device, progress=progress,
                seed=seed)
@@ -188,7 +192,7 @@ def run_experiments(
     test: Sequence[int],
     starts: dict[str, str | os.PathLike],
     *,
-    steps: int = 150,
+    steps: int = 200,
     lr: float = 1e-3,
     crop: int = 256,
     seed: int = 0,
@@ -223,9 +227,9 @@ def run_experiments(
             raise ValueError(f"experiment {e.key}: no checkpoint for start {e.start!r}; starts has {sorted(starts)}")
         if not 0 <= e.k <= len(pool) or (e.start == "scratch" and e.k == 0):
             raise ValueError(f"experiment {e.key}: k must be in [1 if scratch else 0, {len(pool)}]")
-    settings = {"steps": steps, "lr": lr, "crop": crop, "seed": seed, "pool": pool, "test": test,
-                "starts": {name: str(Path(path).resolve()) for name, path in starts.items()}}
-    done = _read_cache(cache, settings)
+    settings = {"steps": steps, "lr": lr, "crop": crop, "seed": seed, "pool": pool, "test": test}
+    fingerprints = {name: _fingerprint(path) for name, path in starts.items()}
+    done = _read_cache(cache, settings, fingerprints)
     test_set = real.subset(test)
     rows = []
     for e in plan:
@@ -233,6 +237,7 @@ def run_experiments(
             log(f"{e.key}: " + ("scoring" if e.k == 0 else f"fine-tuning {steps} steps on {e.k} real image(s)"))
             saved = Path(cache).resolve() / f"{e.start}_k{e.k}{'' if e.augment else '_plain'}.pt" if cache else None
             done[e.key] = _run_one(e, real, pool, test_set, starts, steps, lr, crop, seed, device, progress, saved)
+            done[e.key]["start_fingerprint"] = fingerprints.get(e.start)
             if cache is not None:
                 _write_cache(cache, settings, done)
         rows.append(done[e.key])
@@ -264,7 +269,16 @@ def _run_one(e: Experiment, real, pool, test_set, starts, steps, lr, crop, seed,
             "stems": train.stems, "checkpoint": checkpoint}
 
 
-def _read_cache(cache, settings) -> dict[str, dict]:
+def _fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a checkpoint file: a cached row is reused only if its starting weights are the very same."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"starting checkpoint not found: {path}")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_cache(cache, settings, fingerprints) -> dict[str, dict]:
+    """The cached rows that were made with these settings, from these starting weights, whose files still exist."""
     path = Path(cache) / "rows.json" if cache is not None else None
     if path is None or not path.is_file():
         return {}
@@ -272,7 +286,8 @@ def _read_cache(cache, settings) -> dict[str, dict]:
     if stored.get("settings") != settings:
         return {}
     return {key: row for key, row in stored.get("rows", {}).items()
-            if row["checkpoint"] is not None and Path(row["checkpoint"]).is_file()}
+            if row.get("start_fingerprint") == fingerprints.get(row["start"])
+            and row["checkpoint"] is not None and Path(row["checkpoint"]).is_file()}
 
 
 def _write_cache(cache, settings, rows) -> None:

@@ -81,10 +81,12 @@ def test_run_experiments_resumes_from_its_cache(tmp_path):
     # A second run reads the cache instead of training; changed settings start over.
     logged = []
     again = run_experiments(plan, real, pool, test, {"synthetic": start}, **{**kwargs, "log": logged.append})
-    assert again == json.loads(json.dumps(rows)) and logged == []
+    assert again == json.loads(json.dumps(rows))
+    assert len(logged) == 1 and "3 of 3 experiments reused" in logged[0]  # nothing trained, and it says so
+    logged.clear()
     run_experiments(plan[:1], real, pool, test, {"synthetic": start}, **{**kwargs, "steps": 3,
                                                                         "log": logged.append})
-    assert len(logged) == 1
+    assert len(logged) == 1 and "reused" not in logged[0]
 
 
 @pytest.mark.parametrize("plan, pool, test, match", [
@@ -130,8 +132,11 @@ def test_cache_rows_are_dropped_when_the_starting_weights_change(tmp_path):
     other = save_checkpoint(tmp_path / "other.pt", UNet(base=4))
     run_experiments([Experiment("synthetic", 1), Experiment("other", 0)], real, pool, test,
                     {"synthetic": start, "other": other}, log=logged.append, **kwargs)
-    assert len(logged) == 2
+    assert [m.split(":")[0] for m in logged] == ["synthetic|k=1|augment=True", "1 of 2 experiments reused from "
+                                                 f"{tmp_path / 'cache'} (same settings and starting weights; delete the "
+                                                 "folder to measure them again)", "other|k=0|augment=True"]
     torch.manual_seed(1)
     save_checkpoint(start, UNet(base=4))  # retrained: same path, new weights
+    logged.clear()
     run_experiments([Experiment("synthetic", 1)], real, pool, test, {"synthetic": start}, log=logged.append, **kwargs)
-    assert len(logged) == 3
+    assert logged == ["synthetic|k=1|augment=True: fine-tuning 1 steps on 1 real image(s)"]

@@ -232,6 +232,10 @@ def run_experiments(
     done = _read_cache(cache, settings, fingerprints)
     test_set = real.subset(test)
     rows = []
+    cached = [e.key for e in plan if e.key in done]
+    if cached:
+        log(f"{len(cached)} of {len(plan)} experiments reused from {cache} (same settings and starting weights; "
+            f"delete the folder to measure them again)")
     for e in plan:
         if e.key not in done:
             log(f"{e.key}: " + ("scoring" if e.k == 0 else f"fine-tuning {steps} steps on {e.k} real image(s)"))

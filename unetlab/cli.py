@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -129,7 +130,7 @@ def _report_multiclass(model, loader: DataLoader, out: Path, figures: Path, sett
     _print_table([(name, f"Dice {scores['dice'][name]:.3f}  IoU {scores['iou'][name]:.3f}")
                   for name in scores["class_names"][1:]])
     ds = loader.dataset
-    shown = [i for i in range(len(ds)) if ds[i][2].any()][:4]
+    shown = list(itertools.islice((i for i in range(len(ds)) if ds[i][2].any()), 4))
     images = np.stack([ds[i][0][0].numpy() for i in shown])
     truths = np.stack([ds[i][2].numpy() for i in shown])
     paths = [save_figure(plot_confusion(scores["matrix"]), figures / "multiclass_confusion.png"),

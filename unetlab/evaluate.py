@@ -55,13 +55,19 @@ def predict(
             smaller than the model's ``2**depth``, or ``batch_size < 1``.
         TypeError: ``images`` is neither a numpy array nor a tensor.
     """
+    return _per_pixel(model, images, device, batch_size, _probabilities)
+
+
+def _per_pixel(model: nn.Module, images: np.ndarray | Tensor, device: str | torch.device | None, batch_size: int,
+               head: Callable[[nn.Module, Tensor], Tensor]) -> np.ndarray | Tensor:
+    """Run ``head(model, chunk)`` -> (B, 1, H, W) over ``images`` in chunks of ``batch_size``, in eval mode,
+    and give the result the input's shape and type (see :func:`predict`)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
     batch, restore = _as_batch(images, _in_channels(model))
     device = _prepare(model, device)
     with _eval_mode(model):
-        probs = torch.cat([_probabilities(model, chunk.to(device)).cpu() for chunk in batch.split(batch_size)])
-    return restore(probs)
+        return restore(torch.cat([head(model, chunk.to(device)).cpu() for chunk in batch.split(batch_size)]))
 
 
 def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -289,17 +295,11 @@ def predict_labels(
     [0, out_channels) (0 background, then ``CLASS_NAMES[1:]``): a numpy array for numpy input, a tensor on the
     input's device for tensor input.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
     if _out_channels(model) < 2:
         raise ValueError("predict_labels needs a multi-class model (out_channels >= 2); for a binary model use "
                          "predict")
-    batch, restore = _as_batch(images, _in_channels(model))
-    device = _prepare(model, device)
-    with _eval_mode(model):
-        ids = torch.cat([_logits(model, chunk.to(device)).argmax(1, keepdim=True).cpu()
-                         for chunk in batch.split(batch_size)])
-    return restore(ids)
+    return _per_pixel(model, images, device, batch_size,
+                      lambda m, chunk: _logits(m, chunk).argmax(1, keepdim=True))
 
 
 def evaluate_multiclass(

@@ -70,15 +70,8 @@ class BCEDiceLoss(nn.Module):
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
         super().__init__()
-        for name, value in (("bce_weight", bce_weight), ("dice_weight", dice_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"BCEDiceLoss {name} must be a finite number >= 0; got {value!r}")
-        if bce_weight == 0 and dice_weight == 0:
-            raise ValueError("BCEDiceLoss needs bce_weight > 0 or dice_weight > 0; got both 0")
-        self.bce_weight = float(bce_weight)
-        self.dice_weight = float(dice_weight)
+        self.bce_weight, self.dice_weight = _checked_weights("BCEDiceLoss", bce_weight=bce_weight,
+                                                             dice_weight=dice_weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         _check_logits_and_target(logits, target, "BCEDiceLoss")
@@ -130,15 +123,7 @@ class CEDiceLoss(nn.Module):
 
     def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0) -> None:
         super().__init__()
-        for name, value in (("ce_weight", ce_weight), ("dice_weight", dice_weight)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and value >= 0
-            ):
-                raise ValueError(f"CEDiceLoss {name} must be a finite number >= 0; got {value!r}")
-        if ce_weight == 0 and dice_weight == 0:
-            raise ValueError("CEDiceLoss needs ce_weight > 0 or dice_weight > 0; got both 0")
-        self.ce_weight = float(ce_weight)
-        self.dice_weight = float(dice_weight)
+        self.ce_weight, self.dice_weight = _checked_weights("CEDiceLoss", ce_weight=ce_weight, dice_weight=dice_weight)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         _check_logits_and_labels(logits, labels, "CEDiceLoss")
@@ -148,6 +133,17 @@ class CEDiceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ce_weight={self.ce_weight}, dice_weight={self.dice_weight}"
+
+
+def _checked_weights(caller: str, **weights: float) -> tuple[float, ...]:
+    """The weights of a combined loss as floats: each finite and >= 0, not all 0 (else one clear ValueError)."""
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{caller} {name} must be a finite number >= 0; got {value!r}")
+    if not any(weights.values()):
+        names = " or ".join(f"{name} > 0" for name in weights)
+        raise ValueError(f"{caller} needs {names}; got both 0")
+    return tuple(float(value) for value in weights.values())
 
 
 def _check_logits_and_labels(logits: Tensor, labels: Tensor, caller: str) -> None:

@@ -135,12 +135,17 @@ def show_predictions(
             (pred[i], f"prediction (p > {threshold:g})"),
             (overlay_errors(images[i], truth[i], pred[i]), f"errors: Dice {dice[i]:.3f}"),
         )
-        for ax, (picture, title) in zip(row, panels):
-            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
+        _draw_row(row, panels)
     add_error_legend(fig)
     return fig
+
+
+def _draw_row(axes: Sequence[Any], panels: Sequence[tuple[np.ndarray, str]]) -> None:
+    """One figure row: each (picture, title) in its axis, gray in [0, 1] (RGB pictures keep their colours)."""
+    for ax, (picture, title) in zip(axes, panels):
+        ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
 
 
 def plot_history(history: Any) -> Figure:
@@ -359,13 +364,9 @@ def show_label_predictions(images: Any, truths: Any, preds: Any, titles: Sequenc
     fig, axes = plt.subplots(n, 3, figsize=(3 * PANEL_INCHES, n * PANEL_INCHES + 0.4), squeeze=False,
                              layout="constrained")
     for i, row in enumerate(axes):
-        panels = ((np.repeat(images[i][..., None], 3, axis=2), titles[i] if titles is not None else "input"),
-                  (label_overlay(images[i], truths[i], alpha=0.7), "ground truth"),
-                  (label_overlay(images[i], preds[i], alpha=0.7), "prediction"))
-        for ax, (picture, title) in zip(row, panels):
-            ax.imshow(np.clip(picture, 0, 1), interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
+        _draw_row(row, ((images[i], titles[i] if titles is not None else "input"),
+                        (label_overlay(images[i], truths[i], alpha=0.7), "ground truth"),
+                        (label_overlay(images[i], preds[i], alpha=0.7), "prediction")))
     add_class_legend(fig)
     return fig
 
@@ -427,12 +428,8 @@ def show_real_predictions(images: Sequence[Any], truths: Sequence[Any], preds: S
         if not image.shape == truth.shape == pred.shape:
             raise ValueError(f"row {i}: image {image.shape}, truth {truth.shape} and pred {pred.shape} differ")
         dice = per_image_scores(pred[None], truth[None])["dice"][0]
-        panels = ((image, titles[i] if titles is not None else "input"), (truth, "ground truth"),
-                  (pred, "prediction"), (overlay_errors(image, truth, pred), f"errors: Dice {dice:.3f}"))
-        for ax, (picture, title) in zip(row, panels):
-            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
+        _draw_row(row, ((image, titles[i] if titles is not None else "input"), (truth, "ground truth"),
+                        (pred, "prediction"), (overlay_errors(image, truth, pred), f"errors: Dice {dice:.3f}")))
     add_error_legend(fig)
     return fig
 
@@ -476,12 +473,7 @@ def _show_real_masks(images: Sequence[Any], truths: Sequence[Any], titles: Seque
                          f"got {len(images)}, {len(truths)} and {None if titles is None else len(titles)}")
     fig, axes = plt.subplots(len(images), 2, figsize=(2 * PANEL_INCHES, len(images) * PANEL_INCHES),
                              squeeze=False, layout="constrained")
-    for i, (left, right) in enumerate(axes):
-        left.imshow(_as_image(images[i], f"images[{i}]"), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        right.imshow(_as_image(truths[i], f"truths[{i}]") > 0.5, cmap="gray", vmin=0, vmax=1,
-                     interpolation="nearest")
-        left.set_title(titles[i] if titles is not None else "input", fontsize=9)
-        right.set_title("ground truth", fontsize=9)
-        left.set_axis_off()
-        right.set_axis_off()
+    for i, row in enumerate(axes):
+        _draw_row(row, ((_as_image(images[i], f"images[{i}]"), titles[i] if titles is not None else "input"),
+                        (_as_image(truths[i], f"truths[{i}]") > 0.5, "ground truth")))
     return fig

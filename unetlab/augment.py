@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .synth import _noise_window  # N(0, 1) noise from a fixed bank at a random offset: 10x cheaper than drawing
+from .synth import noise_window  # N(0, 1) noise from a fixed bank at a random offset: 10x cheaper than drawing
 
 _BORDER = cv2.BORDER_REFLECT_101
 _MIN_SIGMA = 0.3  # px; a Gaussian narrower than this barely changes an image, so it is skipped
@@ -210,5 +210,5 @@ def _photometric(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) 
         if sigma >= _MIN_SIGMA:
             img = cv2.GaussianBlur(img, (0, 0), sigma, borderType=_BORDER)
     if cfg.noise_std[1] > 0 and rng.random() < p:
-        img += _noise_window(rng, *img.shape) * np.float32(rng.uniform(*cfg.noise_std))
+        img += noise_window(rng, *img.shape) * np.float32(rng.uniform(*cfg.noise_std))
     return np.clip(img, 0.0, 1.0, out=img)

@@ -128,6 +128,10 @@ PRESETS: dict[str, dict] = {
         stain_size=(10.0, 50.0), stain_contrast=(15.0, 75.0),
         blur_sigma=(0.3, 2.0), noise=(1.0, 12.0),
     ),
+    # For naming defects (chapter 07). A crack tapers to a 1 px hairline, and by default a scratch can be 1 px wide
+    # too: there the two look the same and no model tells them apart. Here scratches are at least 2 px wide, so
+    # the hairline is a crack's alone. Everything else is the default.
+    "multiclass": dict(scratch_width=(2.0, 3.0)),
 }
 
 
@@ -205,7 +209,7 @@ def _noise_bank(side: int) -> np.ndarray:
     return bank
 
 
-def _noise_window(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def noise_window(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """An (h, w) float32 view (read-only: copy before writing) of N(0, 1) noise from the bank at a random offset."""
     bank = _noise_bank(max(1024, 2 * max(h, w)))
     y, x = rng.integers(0, (bank.shape[0] - h + 1, bank.shape[1] - w + 1))
@@ -228,10 +232,10 @@ def _fbm(rng: np.random.Generator, n: int, cell: float, octaves: int = 4) -> np.
     arrays of random numbers are needed, never a large blur at full size.
     """
     side = max(2, round(n / cell))
-    g = _noise_window(rng, side, side).copy()
+    g = noise_window(rng, side, side).copy()
     for _ in range(octaves - 1):
         g = cv2.pyrUp(g)
-        cv2.scaleAdd(_noise_window(rng, *g.shape), 0.6, g, dst=g)
+        cv2.scaleAdd(noise_window(rng, *g.shape), 0.6, g, dst=g)
     return cv2.resize(g, (n, n), interpolation=cv2.INTER_LINEAR)
 
 
@@ -240,16 +244,16 @@ def _brushed(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
     along = max(2, round(n / (48 * scale)))
     across = max(2, round(n / scale))
     if rng.random() < 0.5:  # horizontal streaks
-        streaks = cv2.resize(_noise_window(rng, across, along), (n, n), interpolation=cv2.INTER_LINEAR)
+        streaks = cv2.resize(noise_window(rng, across, along), (n, n), interpolation=cv2.INTER_LINEAR)
     else:  # vertical streaks
-        streaks = cv2.resize(_noise_window(rng, along, across), (n, n), interpolation=cv2.INTER_LINEAR)
+        streaks = cv2.resize(noise_window(rng, along, across), (n, n), interpolation=cv2.INTER_LINEAR)
     return cv2.scaleAdd(_fbm(rng, n, 64 * scale, octaves=2), 0.6, streaks)
 
 
 def _cast(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
     """Cast or sand-blasted metal: isotropic fractal grain plus sparse dark pits."""
     tex = _fbm(rng, n, 32 * scale, octaves=4)
-    tex[_noise_window(rng, n, n) < -3.1] -= 2.5  # pits on ~0.1% of the pixels
+    tex[noise_window(rng, n, n) < -3.1] -= 2.5  # pits on ~0.1% of the pixels
     return tex
 
 
@@ -442,7 +446,7 @@ def _stain_alpha(rng: np.random.Generator, radius: float) -> np.ndarray:
     outline is irregular rather than an ellipse; the soft threshold feathers the edge over ~2 px.
     """
     side = 2 * int(math.ceil(radius * 1.3)) + 1
-    field = _upsample(1.2 * _BUMP + 0.45 * _noise_window(rng, *_BUMP.shape), side, side)
+    field = _upsample(1.2 * _BUMP + 0.45 * noise_window(rng, *_BUMP.shape), side, side)
     # The field rises ~2.2/radius per pixel at the edge, so this gain spreads the 0..1 ramp of alpha over ~2.5 px.
     gain = radius / 5
     alpha = np.clip(field * gain + 0.5, 0, 1)
@@ -475,7 +479,7 @@ def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -
         radius = _uniform(rng, cfg.stain_size)
         alpha = _stain_alpha(rng, radius)
         contrast = _uniform(rng, cfg.stain_contrast) / 255 * rng.choice([-1.0, 1.0])
-        mottle = 1 + 0.25 * _upsample(_noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
+        mottle = 1 + 0.25 * _upsample(noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
         iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
         a = alpha[py, px]
         patch = img[iy, ix]
@@ -530,7 +534,7 @@ def make_sample(cfg: DefectConfig | None = None, seed_or_rng: int | np.random.Ge
     sigma = _uniform(rng_noise, cfg.blur_sigma)
     if sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
-    cv2.scaleAdd(_noise_window(rng_noise, cfg.size, cfg.size), _uniform(rng_noise, cfg.noise) / 255, img, dst=img)
+    cv2.scaleAdd(noise_window(rng_noise, cfg.size, cfg.size), _uniform(rng_noise, cfg.noise) / 255, img, dst=img)
     np.clip(img, 0, 1, out=img)
     return img, labels
 

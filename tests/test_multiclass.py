@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from unetlab import (UNet, confusion_matrix, evaluate_multiclass, fit, load_checkpoint, plot_confusion,
+from unetlab import (DefectConfig, UNet, confusion_matrix, evaluate_multiclass, fit, load_checkpoint, plot_confusion,
                      predict, predict_labels, scores_from_confusion, show_label_predictions)
 from unetlab.cli import main
 
@@ -121,9 +121,16 @@ def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "multiclass" and set(results["test"]["dice"]) == {
         "background", "scratch", "crack", "stain"}
+    # By default it learns on the multiclass preset, and the checkpoint says so (evaluate redraws that data).
+    assert results["training"]["preset"] == "multiclass"
+    assert tuple(info["data_config"]["scratch_width"]) == DefectConfig.preset("multiclass").scratch_width
     assert sorted(p.name for p in figures.iterdir()) == ["multiclass_confusion.png", "multiclass_predictions.png"]
     printed = capsys.readouterr().out
     assert "crack" in printed and "Dice" in printed
-    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--quick", "--figures", str(figures)]) == 0
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--quick", "--figures", str(figures),
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    assert json.loads((out / "results.json").read_text()) == results  # evaluating does not overwrite it
+    again = json.loads((tmp_path / "scores.json").read_text())
+    assert again["test"]["dice"] == pytest.approx(results["test"]["dice"])
     with pytest.raises(SystemExit, match="synthetic data only"):
         main(["train", "--task", "multiclass", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "x")])

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import __version__
-from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick
+from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, QUICK, RunSizes, is_quick
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
@@ -37,7 +37,8 @@ from .viz import (plot_confusion, plot_history, plot_threshold_sweep, save_figur
 
 
 def _sizes(args: argparse.Namespace) -> RunSizes:
-    base = QUICK if (args.quick or is_quick()) else FULL
+    multiclass = getattr(args, "task", "binary") == "multiclass"
+    base = QUICK if (args.quick or is_quick()) else (MULTICLASS if multiclass else FULL)
     changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size")
                if getattr(args, k, None) is not None}
     for name, value in changes.items():
@@ -111,20 +112,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
+    if args.preset is None:  # naming defects needs classes the data can tell apart (see PRESETS)
+        args.preset = "multiclass" if args.task == "multiclass" else "default"
     cfg = DefectConfig.preset(args.preset, size=sizes.image_size)
     model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
+    settings["preset"] = args.preset
     best = history.best_epoch
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
     print(f"checkpoint: {checkpoint}")
     if args.task == "multiclass":
         model, _ = load_checkpoint(checkpoint, device=args.device or default_device())  # the best epoch
-        _report_multiclass(model, loaders["test"], out, Path(args.figures), settings)
+        _report_multiclass(model, loaders["test"], Path(args.figures), settings, out / "results.json")
     return 0
 
 
-def _report_multiclass(model, loader: DataLoader, out: Path, figures: Path, settings: dict) -> dict:
-    """Score a multi-class model on the held-out test set: print per-class Dice/IoU, write results.json and
-    the confusion matrix and prediction figures."""
+def _report_multiclass(model, loader: DataLoader, figures: Path, settings: dict, results: Path | None) -> dict:
+    """Score a multi-class model on the held-out test set: print per-class Dice/IoU, draw the confusion matrix
+    and prediction figures, and write the scores with the training ``settings`` to ``results`` (unless None)."""
     scores = evaluate_multiclass(model, loader)
     print(f"held-out synthetic test set ({scores['n_images']} images), pooled per class:")
     _print_table([(name, f"Dice {scores['dice'][name]:.3f}  IoU {scores['iou'][name]:.3f}")
@@ -137,9 +141,11 @@ def _report_multiclass(model, loader: DataLoader, out: Path, figures: Path, sett
              save_figure(show_label_predictions(images, truths, predict_labels(model, images),
                                                 titles=[f"test #{i}" for i in shown]),
                          figures / "multiclass_predictions.png")]
-    _write_json(out / "results.json", {"task": "multiclass", "training": settings, "test": scores,
-                                       "unetlab_version": __version__})
-    print(f"results: {out / 'results.json'}; figures: " + ", ".join(str(p) for p in paths))
+    if results is not None:
+        _write_json(results, {"task": "multiclass", "training": settings, "test": scores,
+                              "unetlab_version": __version__})
+        print(f"results: {results}")
+    print("figures: " + ", ".join(str(p) for p in paths))
     return scores
 
 
@@ -182,8 +188,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.data:
             raise SystemExit("error: a multi-class model is evaluated on synthetic data only (folders have no "
                              "class labels)")
-        out = Path(args.out).parent if args.out else Path(args.checkpoint).parent
-        _report_multiclass(model, _test_loader(args, sizes, cfg), out, Path(args.figures), {})
+        # Training wrote results.json beside the checkpoint; evaluating writes only where --out says.
+        _report_multiclass(model, _test_loader(args, sizes, cfg), Path(args.figures), {},
+                           Path(args.out) if args.out else None)
         return 0
     summary, paths = _evaluate_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures), args.threshold)
     print(json.dumps(summary, indent=2, default=_plain))
@@ -274,7 +281,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
                    help="probability above which a pixel is a defect (default: the best on the validation set)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
-    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train})")
+    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train}; {MULTICLASS.n_train} with --task multiclass)")
     p.add_argument("--n-val", type=int, default=None, help=f"validation images (default {FULL.n_val})")
     p.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR:g})")
     p.add_argument("--schedule", choices=("constant",) + tuple(s for s in SCHEDULERS if s), default=DEMO_SCHEDULE,
@@ -314,8 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="folder for model.pt")
     p.add_argument("--task", choices=("binary", "multiclass"), default="binary",
                    help="binary: one defect mask (default); multiclass: background, scratch, crack, stain")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
-                   help="synthetic data preset (default: the tutorial's; randomized: domain randomisation)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="synthetic data preset: default (the tutorial's), randomized (domain randomisation) or "
+                        "multiclass (scratches >= 2 px, so hairlines are cracks; the default with --task multiclass)")
     p.add_argument("--figures", default="figures", help="folder for the multi-class figures")
     p.add_argument("--data", default=None, help="images/ + masks/ folder to train on instead of on-the-fly data")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")

@@ -9,6 +9,7 @@ prints its numbers at once; point ``--cache`` at an empty folder to measure ever
 on a 2-core CPU).
 
     python benchmarks/bench_sim2real.py [--data FOLDER] [--cache DIR] [--figure figures/06_sim2real_curve.png]
+    python benchmarks/bench_sim2real.py --seed 2 --ks 0 20 --curves-only --cache runs/sim2real_seed2
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps of 8 crops (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--figure", default=None, help="also save the curve here (PNG)")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="numbers of real training images")
+    parser.add_argument("--curves-only", action="store_true",
+                        help="only the synthetic and from-scratch curves: no augmentation ablation and no "
+                             "domain-randomised start (quicker, e.g. to repeat a point over several seeds)")
     args = parser.parse_args()
 
     root = real_data_root(args.data)
@@ -66,10 +71,12 @@ def main() -> int:
     baseline, _ = tune_baseline(tune_on.images, tune_on.masks, classes=tune_on.classes)
     base = score_masks([baseline.predict(image) for image in test_set.images], test_set)
 
-    starts = {"synthetic": pretrained(Path(args.synthetic), "default", args.seed),
-              "randomized": pretrained(Path(args.randomized), "randomized", args.seed)}
-    plan = ([Experiment("synthetic", k) for k in KS] + [Experiment("scratch", k) for k in KS if k]
-            + [Experiment("synthetic", 20, augment=False), Experiment("randomized", 0), Experiment("randomized", 10)])
+    starts = {"synthetic": pretrained(Path(args.synthetic), "default", args.seed)}
+    plan = [Experiment("synthetic", k) for k in args.ks] + [Experiment("scratch", k) for k in args.ks if k]
+    if not args.curves_only:
+        starts["randomized"] = pretrained(Path(args.randomized), "randomized", args.seed)
+        plan += [Experiment("synthetic", 20, augment=False), Experiment("randomized", 0),
+                 Experiment("randomized", 10)]
     rows = run_experiments(plan, real, pool, test, starts, steps=args.steps, seed=args.seed, cache=args.cache)
 
     classes = list(rows[0]["per_class"])

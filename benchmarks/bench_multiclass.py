@@ -1,0 +1,76 @@
+"""The multi-class table in the README: per-class Dice on the held-out synthetic test set for several training
+budgets, depths and the two data presets.
+
+Each row is one ``unetlab train --task multiclass ...`` command (printed, so a row can be rerun on its own); its
+``results.json`` is read back. Every run draws its own 200 test images from its preset. On an H200 the whole table
+takes about 7 minutes; on a 2-core CPU a 3,200-image run alone takes about 45 minutes, so pick rows there::
+
+    python benchmarks/bench_multiclass.py                       # every row
+    python benchmarks/bench_multiclass.py --rows d3-800 sep-d3-3200 --workers 4
+
+Not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+# name -> (preset, depth, training images, epochs)
+ROWS: dict[str, tuple[str, int, int, int]] = {
+    "d3-800": ("default", 3, 800, 10),
+    "d4-800": ("default", 4, 800, 10),
+    "d3-800-e40": ("default", 3, 800, 40),
+    "d4-800-e40": ("default", 4, 800, 40),
+    "d3-3200": ("default", 3, 3200, 10),
+    "sep-d3-800": ("multiclass", 3, 800, 10),
+    "sep-d4-800-e40": ("multiclass", 4, 800, 40),
+    "sep-d3-3200": ("multiclass", 3, 3200, 10),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=tuple(ROWS), default=list(ROWS), help="rows to run")
+    parser.add_argument("--out", default="runs/bench_multiclass", help="one sub-folder per row")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, the numbers mean nothing")
+    args = parser.parse_args()
+
+    gpu = f", GPU: {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}{gpu}\n")
+    table = ["| row | preset | depth | train images | epochs | scratch | crack | stain | wall s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in args.rows:
+        preset, depth, n_train, epochs = ROWS[name]
+        out = Path(args.out) / name
+        command = [sys.executable, "-m", "unetlab", "train", "--task", "multiclass", "--preset", preset,
+                   "--depth", str(depth), "--workers", str(args.workers), "--out", str(out), "--figures", str(out),
+                   "--overwrite"]
+        command += ["--quick"] if args.quick else ["--n-train", str(n_train), "--epochs", str(epochs)]
+        if args.device:
+            command += ["--device", args.device]
+        print("$ python", shlex.join(command[1:]), flush=True)
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        results = json.loads((out / "results.json").read_text())
+        dice, trained = results["test"]["dice"], results["training"]
+        table.append(f"| {name} | {trained['preset']} | {trained['depth']} | {trained['n_train']} | "
+                     f"{trained['epochs']} | {dice['scratch']:.3f} | "
+                     f"{dice['crack']:.3f} | {dice['stain']:.3f} | {wall:.0f} |")
+    print("\n" + "\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

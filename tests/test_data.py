@@ -185,15 +185,3 @@ def test_read_image_warns_once_per_colour_file(tmp_path):
         warnings.simplefilter("always")
         read_image(path)
     assert len(caught) == 1
-
-
-def test_run_sizes_follow_quick_mode_and_the_task(monkeypatch):
-    from unetlab.config import FULL, MULTICLASS, QUICK, run_sizes
-
-    monkeypatch.setenv("UNETLAB_QUICK", "0")
-    assert run_sizes() == FULL and run_sizes("multiclass") == MULTICLASS
-    assert MULTICLASS.n_train > FULL.n_train  # naming defects needs more distinct images (README)
-    monkeypatch.setenv("UNETLAB_QUICK", "1")
-    assert run_sizes() == QUICK and run_sizes("multiclass") == QUICK
-    with pytest.raises(ValueError, match="task must be 'binary' or 'multiclass'; got 'segmentation'"):
-        run_sizes("segmentation")

@@ -112,6 +112,15 @@ def test_multiclass_figures():
         plot_confusion(np.zeros((3, 3)))
 
 
+def test_cli_records_the_preset_and_evaluates_on_its_data(tmp_path):
+    out = tmp_path / "mc"
+    assert main(["train", "--task", "multiclass", "--preset", "multiclass", "--quick", "--base", "4",
+                 "--out", str(out), "--figures", str(tmp_path / "figures")]) == 0
+    _, info = load_checkpoint(out / "model.pt")
+    assert json.loads((out / "results.json").read_text())["training"]["preset"] == "multiclass"
+    assert tuple(info["data_config"]["scratch_width"]) == DefectConfig.preset("multiclass").scratch_width
+
+
 def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     out, figures = tmp_path / "mc", tmp_path / "figures"
     assert main(["train", "--task", "multiclass", "--quick", "--base", "4", "--out", str(out),
@@ -121,9 +130,8 @@ def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "multiclass" and set(results["test"]["dice"]) == {
         "background", "scratch", "crack", "stain"}
-    # By default it learns on the multiclass preset, and the checkpoint says so (evaluate redraws that data).
-    assert results["training"]["preset"] == "multiclass"
-    assert tuple(info["data_config"]["scratch_width"]) == DefectConfig.preset("multiclass").scratch_width
+    assert results["training"]["preset"] == "default" and info["data_config"] == DefectConfig(
+        size=info["data_config"]["size"]).to_dict()
     assert sorted(p.name for p in figures.iterdir()) == ["multiclass_confusion.png", "multiclass_predictions.png"]
     printed = capsys.readouterr().out
     assert "crack" in printed and "Dice" in printed

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import __version__
-from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, QUICK, RunSizes, is_quick
+from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
@@ -37,8 +37,7 @@ from .viz import (plot_confusion, plot_history, plot_threshold_sweep, save_figur
 
 
 def _sizes(args: argparse.Namespace) -> RunSizes:
-    multiclass = getattr(args, "task", "binary") == "multiclass"
-    base = QUICK if (args.quick or is_quick()) else (MULTICLASS if multiclass else FULL)
+    base = QUICK if (args.quick or is_quick()) else FULL
     changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size")
                if getattr(args, k, None) is not None}
     for name, value in changes.items():
@@ -112,8 +111,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
-    if args.preset is None:  # naming defects needs classes the data can tell apart (see PRESETS)
-        args.preset = "multiclass" if args.task == "multiclass" else "default"
     cfg = DefectConfig.preset(args.preset, size=sizes.image_size)
     model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
     settings["preset"] = args.preset
@@ -281,7 +278,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
                    help="probability above which a pixel is a defect (default: the best on the validation set)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
-    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train}; {MULTICLASS.n_train} with --task multiclass)")
+    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train})")
     p.add_argument("--n-val", type=int, default=None, help=f"validation images (default {FULL.n_val})")
     p.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR:g})")
     p.add_argument("--schedule", choices=("constant",) + tuple(s for s in SCHEDULERS if s), default=DEMO_SCHEDULE,
@@ -321,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="folder for model.pt")
     p.add_argument("--task", choices=("binary", "multiclass"), default="binary",
                    help="binary: one defect mask (default); multiclass: background, scratch, crack, stain")
-    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
                    help="synthetic data preset: default (the tutorial's), randomized (domain randomisation) or "
-                        "multiclass (scratches >= 2 px, so hairlines are cracks; the default with --task multiclass)")
+                        "multiclass (scratches >= 2 px, so a hairline is always a crack)")
     p.add_argument("--figures", default="figures", help="folder for the multi-class figures")
     p.add_argument("--data", default=None, help="images/ + masks/ folder to train on instead of on-the-fly data")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")

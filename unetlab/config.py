@@ -35,10 +35,6 @@ class RunSizes:
 
 FULL = RunSizes(n_train=800, n_val=64, n_test=200, epochs=10, batch_size=8)
 QUICK = RunSizes(n_train=16, n_val=8, n_test=8, epochs=1, batch_size=4)
-# Naming defects needs far more distinct images than finding them. Measured on an H200 (README, multi-class):
-# crack Dice 0.55 with FULL, 0.82 with 4x the images for the same 10 epochs; 4x the epochs on FULL's 800 images
-# does not get there. About a minute on a GPU, about 45 minutes on a 2-core CPU.
-MULTICLASS = RunSizes(n_train=3200, n_val=64, n_test=200, epochs=10, batch_size=8)
 
 
 def is_quick() -> bool:
@@ -46,14 +42,9 @@ def is_quick() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def run_sizes(task: str = "binary") -> RunSizes:
-    """The sizes for this run: :data:`QUICK` when ``UNETLAB_QUICK=1``, else :data:`FULL` (``task="binary"``)
-    or :data:`MULTICLASS` (``task="multiclass"``)."""
-    if task not in ("binary", "multiclass"):
-        raise ValueError(f"run_sizes: task must be 'binary' or 'multiclass'; got {task!r}")
-    if is_quick():
-        return QUICK
-    return MULTICLASS if task == "multiclass" else FULL
+def run_sizes() -> RunSizes:
+    """The sizes for this run: :data:`QUICK` when ``UNETLAB_QUICK=1``, else :data:`FULL`."""
+    return QUICK if is_quick() else FULL
 
 
 # How the tutorial trains. The product card says Adam at a constant learning rate of 1e-4; at that rate a CPU

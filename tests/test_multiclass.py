@@ -112,7 +112,7 @@ def test_multiclass_figures():
         plot_confusion(np.zeros((3, 3)))
 
 
-def test_cli_records_the_preset_and_evaluates_on_its_data(tmp_path):
+def test_cli_records_the_preset_in_results_and_checkpoint(tmp_path):
     out = tmp_path / "mc"
     assert main(["train", "--task", "multiclass", "--preset", "multiclass", "--quick", "--base", "4",
                  "--out", str(out), "--figures", str(tmp_path / "figures")]) == 0

@@ -3,10 +3,10 @@ budgets, depths and the two data presets.
 
 Each row is one ``unetlab train --task multiclass ...`` command (printed, so a row can be rerun on its own); its
 ``results.json`` is read back. Every run draws its own 200 test images from its preset. On an H200 the whole table
-takes about 7 minutes; on a 2-core CPU a 3,200-image run alone takes about 45 minutes, so pick rows there::
+takes about 7 minutes; on a 2-core CPU a 3,200-image run alone takes about 50 minutes, so pick rows there::
 
     python benchmarks/bench_multiclass.py                       # every row
-    python benchmarks/bench_multiclass.py --rows d3-800 sep-d3-3200 --workers 4
+    python benchmarks/bench_multiclass.py --rows default-d3-800 multiclass-d3-3200 --workers 4
 
 Not a test: nothing here passes or fails.
 """
@@ -24,16 +24,16 @@ from pathlib import Path
 
 import torch
 
-# name -> (preset, depth, training images, epochs)
+# name -> (data preset, UNet depth, training images, epochs)
 ROWS: dict[str, tuple[str, int, int, int]] = {
-    "d3-800": ("default", 3, 800, 10),
-    "d4-800": ("default", 4, 800, 10),
-    "d3-800-e40": ("default", 3, 800, 40),
-    "d4-800-e40": ("default", 4, 800, 40),
-    "d3-3200": ("default", 3, 3200, 10),
-    "sep-d3-800": ("multiclass", 3, 800, 10),
-    "sep-d4-800-e40": ("multiclass", 4, 800, 40),
-    "sep-d3-3200": ("multiclass", 3, 3200, 10),
+    "default-d3-800": ("default", 3, 800, 10),
+    "default-d4-800": ("default", 4, 800, 10),
+    "default-d3-800-e40": ("default", 3, 800, 40),
+    "default-d4-800-e40": ("default", 4, 800, 40),
+    "default-d3-3200": ("default", 3, 3200, 10),
+    "multiclass-d3-800": ("multiclass", 3, 800, 10),
+    "multiclass-d4-800-e40": ("multiclass", 4, 800, 40),
+    "multiclass-d3-3200": ("multiclass", 3, 3200, 10),
 }
 
 

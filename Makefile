@@ -40,7 +40,7 @@ notebooks: $(STAMP)
 		echo "== $$nb"; \
 		env -u UNETLAB_QUICK MPLBACKEND=module://matplotlib_inline.backend_inline \
 			../$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=1800 --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
+			--ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
 	done
 
 bench: $(STAMP)

@@ -185,3 +185,55 @@ def test_read_image_warns_once_per_colour_file(tmp_path):
         warnings.simplefilter("always")
         read_image(path)
     assert len(caught) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training windows of synthetic images
+
+
+def _window_origin(full: np.ndarray, window: np.ndarray) -> list[tuple[int, int]]:
+    """Every (y, x) where ``window`` occurs in ``full`` as a sub-array."""
+    s = window.shape[0]
+    return [(y, x) for y in range(full.shape[0] - s + 1) for x in range(full.shape[1] - s + 1)
+            if np.array_equal(full[y:y + s, x:x + s], window)]
+
+
+def test_a_window_is_image_mask_and_labels_of_one_place_of_the_sample():
+    ds = SyntheticDefects(4, DefectConfig(size=64), seed=3, return_labels=True, crop=24)
+    for i in range(len(ds)):
+        image, mask, labels = ds[i]
+        assert image.shape == mask.shape == (1, 24, 24) and labels.shape == (24, 24)
+        full_image, full_labels = ds.sample(i)
+        origins = _window_origin(full_image, np.rint(image[0].numpy() * 255).astype(np.uint8))
+        assert any(np.array_equal(full_labels[y:y + 24, x:x + 24], labels.numpy()) for y, x in origins)
+        assert torch.equal(mask[0], (labels > 0).float())
+
+
+def test_windows_over_defects_hold_one_and_change_every_access_but_repeat_under_a_seed():
+    ds = SyntheticDefects(6, DefectConfig(size=64, defect_free=0.0), seed=0, return_labels=True, crop=16,
+                          defect_share=1.0)
+    assert all(ds[i][2].any() for i in range(len(ds)) for _ in range(3))
+    torch.manual_seed(5)
+    first = [ds[i][0] for i in range(len(ds))]
+    second = [ds[i][0] for i in range(len(ds))]
+    torch.manual_seed(5)
+    again = [ds[i][0] for i in range(len(ds))]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_loaders_crop_only_the_training_images():
+    sizes = RunSizes(n_train=4, n_val=2, n_test=2, epochs=1, batch_size=2, image_size=64, crop=32)
+    loaders = make_loaders(sizes=sizes)
+    assert next(iter(loaders["train"]))[0].shape == (2, 1, 32, 32)
+    assert next(iter(loaders["val"]))[0].shape == next(iter(loaders["test"]))[0].shape == (2, 1, 64, 64)
+
+
+@pytest.mark.parametrize("crop", [0, 65, 32.0, True])
+def test_a_window_larger_than_the_image_or_not_a_whole_pixel_count_is_refused(crop):
+    with pytest.raises(ValueError, match=r"crop must be None or an int in \[1, 64\].*got"):
+        SyntheticDefects(2, DefectConfig(size=64), crop=crop)
+    with pytest.raises(ValueError, match=r"defect_share in \[0, 1\]; got 1.5"):
+        SyntheticDefects(2, DefectConfig(size=64), crop=16, defect_share=1.5)
+    with pytest.raises(ValueError, match="larger than the images"):
+        make_loaders(DefectConfig(size=64), RunSizes(n_train=2, n_val=1, n_test=1, epochs=1, batch_size=1, crop=128))

@@ -11,9 +11,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from unetlab import (DefectConfig, UNet, confusion_matrix, evaluate_multiclass, fit, load_checkpoint, plot_confusion,
-                     predict, predict_labels, scores_from_confusion, show_label_predictions)
+from unetlab import (MULTICLASS_LR, QUICK_MULTICLASS, DefectConfig, UNet, confusion_matrix, evaluate_multiclass, fit,
+                     load_checkpoint, plot_confusion, predict, predict_labels, scores_from_confusion,
+                     show_label_predictions)
 from unetlab.cli import main
+from unetlab.config import FULL, MULTICLASS, QUICK, run_sizes
 
 
 def test_confusion_matrix_by_hand():
@@ -112,13 +114,14 @@ def test_multiclass_figures():
         plot_confusion(np.zeros((3, 3)))
 
 
-def test_cli_records_the_preset_in_results_and_checkpoint(tmp_path):
+def test_cli_records_the_preset_window_and_learning_rate_it_trained_with(tmp_path):
     out = tmp_path / "mc"
-    assert main(["train", "--task", "multiclass", "--preset", "multiclass", "--quick", "--base", "4",
-                 "--out", str(out), "--figures", str(tmp_path / "figures")]) == 0
+    assert main(["train", "--task", "multiclass", "--preset", "default", "--crop", "0", "--lr", "0.002", "--quick",
+                 "--base", "4", "--out", str(out), "--figures", str(tmp_path / "figures")]) == 0
     _, info = load_checkpoint(out / "model.pt")
-    assert json.loads((out / "results.json").read_text())["training"]["preset"] == "multiclass"
-    assert tuple(info["data_config"]["scratch_width"]) == DefectConfig.preset("multiclass").scratch_width
+    training = json.loads((out / "results.json").read_text())["training"]
+    assert (training["preset"], training["crop"], training["lr"]) == ("default", None, 0.002)
+    assert info["data_config"] == DefectConfig(size=info["data_config"]["size"]).to_dict()
 
 
 def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
@@ -130,8 +133,10 @@ def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "multiclass" and set(results["test"]["dice"]) == {
         "background", "scratch", "crack", "stain"}
-    assert results["training"]["preset"] == "default" and info["data_config"] == DefectConfig(
-        size=info["data_config"]["size"]).to_dict()
+    training = results["training"]
+    assert (training["preset"], training["crop"], training["lr"]) == ("multiclass", QUICK_MULTICLASS.crop,
+                                                                      MULTICLASS_LR)
+    assert info["data_config"] == DefectConfig.preset("multiclass", size=info["data_config"]["size"]).to_dict()
     assert sorted(p.name for p in figures.iterdir()) == ["multiclass_confusion.png", "multiclass_predictions.png"]
     printed = capsys.readouterr().out
     assert "crack" in printed and "Dice" in printed
@@ -142,3 +147,22 @@ def test_cli_trains_and_evaluates_a_multiclass_model(tmp_path, capsys):
     assert again["test"]["dice"] == pytest.approx(results["test"]["dice"])
     with pytest.raises(SystemExit, match="synthetic data only"):
         main(["train", "--task", "multiclass", "--quick", "--data", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_run_sizes_per_task_and_a_bad_task_is_named(monkeypatch):
+    monkeypatch.delenv("UNETLAB_QUICK", raising=False)
+    assert run_sizes("multiclass") == MULTICLASS and run_sizes() == run_sizes("binary") == FULL
+    assert MULTICLASS.crop is not None and FULL.crop is None
+    monkeypatch.setenv("UNETLAB_QUICK", "1")
+    assert run_sizes("multiclass") == QUICK_MULTICLASS and run_sizes("binary") == QUICK
+    with pytest.raises(ValueError, match=r"task must be one of \('binary', 'multiclass'\); got 'segmentation'"):
+        run_sizes("segmentation")
+
+
+def test_cli_refuses_a_window_larger_than_the_images(tmp_path, capsys):
+    assert main(["train", "--task", "multiclass", "--quick", "--crop", "512", "--out", str(tmp_path / "mc")]) == 2
+    assert "larger than the images" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--crop must be >= 0; got -1"):
+        main(["train", "--quick", "--crop", "-1", "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="--crop must be a multiple of 8 for a depth-3 UNet; got 100"):
+        main(["train", "--task", "multiclass", "--quick", "--crop", "100", "--out", str(tmp_path / "c")])

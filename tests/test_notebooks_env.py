@@ -47,7 +47,7 @@ def test_notebook_conventions(path):
     # Second code cell, under a "Setup" heading: reads the run sizes (quick mode in CI).
     heading = nb.cells[code[1] - 1]
     assert heading.cell_type == "markdown" and re.search(r"^#+ Setup\b", heading.source, re.M)
-    assert "run_sizes()" in setup
+    assert re.search(r"run_sizes\((\"multiclass\")?\)", setup)
 
     for i in code:
         cell = nb.cells[i]

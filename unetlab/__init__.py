@@ -17,7 +17,8 @@ The public API, in the order the tutorial meets it:
 
 __version__ = "0.1.0"
 
-from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick, run_sizes
+from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, QUICK, QUICK_MULTICLASS,
+                     RunSizes, is_quick, run_sizes)
 from .augment import DEFAULT_AUGMENT, AugmentConfig, augment
 from .baseline import ClassicalBaseline, tune_baseline
 from .data import (REAL_DATA_ENV, REAL_DATA_HINT, DefectFolder, RandomCrops, SyntheticDefects, binarize_mask,
@@ -38,6 +39,7 @@ from .widgets import defect_playground, render_preview
 
 __all__ = [
     "__version__", "FULL", "QUICK", "RunSizes", "is_quick", "run_sizes", "CARD_LR", "DEMO_LR", "DEMO_SCHEDULE",
+    "MULTICLASS", "QUICK_MULTICLASS", "MULTICLASS_LR",
     "CLASS_NAMES", "PRESETS", "SURFACES", "DefectConfig", "make_sample", "sample_rng",
     "DefectFolder", "SyntheticDefects", "make_loaders", "read_image", "read_mask", "write_dataset",
     "REAL_DATA_ENV", "REAL_DATA_HINT", "RandomCrops", "binarize_mask", "download_magnetic_tile", "real_data_root",

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from . import __version__
-from .config import CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, QUICK, RunSizes, is_quick
+from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, QUICK, QUICK_MULTICLASS,
+                     RunSizes, is_quick)
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
@@ -37,12 +38,18 @@ from .viz import (plot_confusion, plot_history, plot_threshold_sweep, save_figur
 
 
 def _sizes(args: argparse.Namespace) -> RunSizes:
-    base = QUICK if (args.quick or is_quick()) else FULL
-    changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size")
+    quick = args.quick or is_quick()
+    if getattr(args, "task", "binary") == "multiclass":
+        base = QUICK_MULTICLASS if quick else MULTICLASS
+    else:
+        base = QUICK if quick else FULL
+    changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size", "crop")
                if getattr(args, k, None) is not None}
     for name, value in changes.items():
-        if value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1; got {value}")
+        if value < (0 if name == "crop" else 1):
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {int(name != 'crop')}; got {value}")
+    if changes.get("crop") == 0:
+        changes["crop"] = None  # --crop 0: whole images
     return dataclasses.replace(base, **changes)
 
 
@@ -93,16 +100,18 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model
     # Naming a defect needs more context than finding it (a crack vs a dark scratch): depth 3 sees 100 px.
     depth = args.depth if args.depth is not None else (3 if multiclass else 2)
+    if sizes.crop is not None and sizes.crop % 2**depth:
+        raise SystemExit(f"error: --crop must be a multiple of {2**depth} for a depth-{depth} UNet; got {sizes.crop}")
     model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base, depth=depth)
-    lr = CARD_LR if args.card else args.lr
+    lr = CARD_LR if args.card else args.lr if args.lr is not None else (MULTICLASS_LR if multiclass else DEMO_LR)
     schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
     history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
                   checkpoint=checkpoint, resume=getattr(args, "resume", False), amp=args.amp,
                   scheduler=schedule, data_config=cfg.to_dict(), seed=args.seed)
     return model, history, loaders, {"lr": lr, "schedule": schedule or "constant", "optimizer": "Adam",
                               "loss": "cross-entropy + Dice" if multiclass else "BCE + Dice", "epochs": sizes.epochs, "batch_size": sizes.batch_size,
-                              "n_train": len(loaders["train"].dataset), "base": args.base, "depth": depth,
-                              "amp": args.amp}
+                              "n_train": len(loaders["train"].dataset), "crop": sizes.crop, "base": args.base,
+                              "depth": depth, "amp": args.amp}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -111,9 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
-    cfg = DefectConfig.preset(args.preset, size=sizes.image_size)
+    preset = args.preset or ("multiclass" if args.task == "multiclass" else "default")
+    cfg = DefectConfig.preset(preset, size=sizes.image_size)
     model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
-    settings["preset"] = args.preset
+    settings["preset"] = preset
     best = history.best_epoch
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
     print(f"checkpoint: {checkpoint}")
@@ -278,9 +288,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
                    help="probability above which a pixel is a defect (default: the best on the validation set)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
-    p.add_argument("--n-train", type=int, default=None, help=f"training images (default {FULL.n_train})")
+    p.add_argument("--n-train", type=int, default=None,
+                   help=f"training images (default {FULL.n_train}; {MULTICLASS.n_train} with --task multiclass)")
     p.add_argument("--n-val", type=int, default=None, help=f"validation images (default {FULL.n_val})")
-    p.add_argument("--lr", type=float, default=DEMO_LR, help=f"peak learning rate (default {DEMO_LR:g})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default {DEMO_LR:g}; {MULTICLASS_LR:g} with --task multiclass)")
+    p.add_argument("--crop", type=int, default=None,
+                   help=f"train on N x N windows, mostly over defects (default: whole images; {MULTICLASS.crop} with "
+                        "--task multiclass; 0 = whole images)")
     p.add_argument("--schedule", choices=("constant",) + tuple(s for s in SCHEDULERS if s), default=DEMO_SCHEDULE,
                    help=f"learning-rate schedule (default {DEMO_SCHEDULE})")
     p.add_argument("--card", action="store_true",
@@ -318,9 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="folder for model.pt")
     p.add_argument("--task", choices=("binary", "multiclass"), default="binary",
                    help="binary: one defect mask (default); multiclass: background, scratch, crack, stain")
-    p.add_argument("--preset", choices=tuple(PRESETS), default="default",
-                   help="synthetic data preset: default (the tutorial's), randomized (domain randomisation) or "
-                        "multiclass (scratches >= 2 px, so a hairline is always a crack)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="synthetic data preset: default (the tutorial's; the default for --task binary), "
+                        "randomized (domain randomisation) or multiclass (scratches >= 2 px, so a hairline is "
+                        "always a crack; the default for --task multiclass)")
     p.add_argument("--figures", default="figures", help="folder for the multi-class figures")
     p.add_argument("--data", default=None, help="images/ + masks/ folder to train on instead of on-the-fly data")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model.pt")

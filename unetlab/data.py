@@ -61,16 +61,26 @@ class SyntheticDefects(Dataset):
     The result is identical whatever the number of DataLoader workers or the order of access, and nothing is
     stored: a sample costs about a millisecond to make, far less than a training step.
 
+    With ``crop``, item ``i`` is a ``crop`` x ``crop`` window of sample ``i`` instead of the whole image. Most of
+    a synthetic image is plain surface, so a window placed over a defect (with probability ``defect_share``)
+    teaches as much as the whole image at a fraction of the cost: a 128 px window is a quarter of the pixels of a
+    256 px image. The image behind item ``i`` is still fixed by ``(seed, start + i)``; where the window falls is
+    drawn afresh from torch's random stream on every access, so each epoch sees new windows (reproducible when
+    that stream is seeded, as :func:`unetlab.fit` does per epoch, for a given number of DataLoader workers).
+
     Args:
         n: number of samples.
         cfg: generator knobs (``None``: the defaults).
         seed: dataset seed.
         start: index of the first sample (splits use :data:`SPLIT_START` so they never overlap).
         return_labels: also return the (H, W) int64 class map.
+        crop: side of the training window in px (at most the image side), or ``None`` for whole images.
+        defect_share: with ``crop``, the probability in [0, 1] that the window contains a defect pixel (one drawn
+            uniformly from the sample's defect pixels); otherwise it falls anywhere.
     """
 
     def __init__(self, n: int, cfg: DefectConfig | None = None, seed: int = 0, start: int = 0,
-                 return_labels: bool = False) -> None:
+                 return_labels: bool = False, crop: int | None = None, defect_share: float = 2 / 3) -> None:
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"SyntheticDefects needs n >= 1 samples; got {n!r}")
         if not (isinstance(seed, int) and seed >= 0 and isinstance(start, int) and start >= 0):
@@ -79,13 +89,18 @@ class SyntheticDefects(Dataset):
         if cfg is not None and not isinstance(cfg, DefectConfig):
             raise ValueError(f"SyntheticDefects expects a DefectConfig (or None); got {type(cfg).__name__}")
         self.n, self.cfg, self.seed, self.start = n, cfg or DefectConfig(), seed, start
-        self.return_labels = return_labels
+        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or not 1 <= crop <= self.cfg.size):
+            raise ValueError(f"SyntheticDefects crop must be None or an int in [1, {self.cfg.size}] (the image "
+                             f"side); got {crop!r}")
+        _check_share(defect_share, "SyntheticDefects")
+        self.return_labels, self.crop, self.defect_share = return_labels, crop, float(defect_share)
 
     def __len__(self) -> int:
         return self.n
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``i`` as numpy: (H, W) uint8 image (8-bit quantised) and (H, W) uint8 labels."""
+        """Item ``i`` as numpy, whole (never cropped): (H, W) uint8 image (8-bit quantised) and (H, W) uint8
+        labels."""
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for a dataset of {self.n} samples")
         image, labels = make_sample(self.cfg, sample_rng(self.seed, self.start + i % self.n))
@@ -93,6 +108,10 @@ class SyntheticDefects(Dataset):
 
     def __getitem__(self, i: int):
         image_u8, labels = self.sample(i)
+        if self.crop is not None:
+            rng = np.random.default_rng([self.seed, self.start + i % self.n, int(torch.randint(2**62, ()))])
+            window = _crop_window(rng, labels > 0, self.crop, self.defect_share)
+            image_u8, labels = image_u8[window], labels[window]
         image, mask = _to_tensors(image_u8, labels)
         if self.return_labels:
             return image, mask, torch.from_numpy(labels.astype(np.int64))
@@ -379,13 +398,18 @@ def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None,
 
     ``sizes`` defaults to :func:`unetlab.run_sizes` (quick in CI). Training batches are shuffled by a seeded
     ``torch.Generator``, so a run is repeatable. ``num_workers=0`` suits notebooks (generation costs ~1 ms a
-    sample); raise it freely, the samples do not change.
+    sample); raise it freely, the samples do not change. With ``sizes.crop`` set, the training set yields
+    windows of that side, most of them over a defect (see :class:`SyntheticDefects`); validation and test
+    always score whole images.
     """
     sizes = sizes or run_sizes()
     cfg = cfg or DefectConfig(size=sizes.image_size)  # a given cfg keeps its own size
+    if sizes.crop is not None and sizes.crop > cfg.size:
+        raise ValueError(f"make_loaders: sizes.crop ({sizes.crop} px) is larger than the images ({cfg.size} px)")
     loaders = {}
     for split, n in (("train", sizes.n_train), ("val", sizes.n_val), ("test", sizes.n_test)):
-        ds = SyntheticDefects(n, cfg, seed, SPLIT_START[split], return_labels=return_labels)
+        ds = SyntheticDefects(n, cfg, seed, SPLIT_START[split], return_labels=return_labels,
+                              crop=sizes.crop if split == "train" else None)
         shuffle = split == "train"
         loaders[split] = DataLoader(ds, batch_size=sizes.batch_size, shuffle=shuffle, num_workers=num_workers,
                                     generator=torch.Generator().manual_seed(seed) if shuffle else None,
@@ -575,8 +599,7 @@ class RandomCrops(Dataset):
                 raise ValueError(f"RandomCrops needs {name} >= 1 (an int); got {value!r}")
         if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
             raise ValueError(f"RandomCrops needs a non-negative int seed; got {seed!r}")
-        if isinstance(defect_share, bool) or not isinstance(defect_share, (int, float)) or not 0 <= defect_share <= 1:
-            raise ValueError(f"RandomCrops needs defect_share in [0, 1]; got {defect_share!r}")
+        _check_share(defect_share, "RandomCrops")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise ValueError(f"augment must be an AugmentConfig or None; got {type(augment).__name__}")
         if len(images) == 0 or len(images) != len(masks):
@@ -607,20 +630,36 @@ class RandomCrops(Dataset):
         rng = sample_rng(self.seed, i % self.n)
         k = int(rng.integers(len(self.images)))
         image, mask = _pad_to(self.images[k], self.size), _pad_to(self.masks[k], self.size)
-        defects = np.flatnonzero(mask) if self.defect_share > 0 and rng.random() < self.defect_share else ()
-        if len(defects):  # a crop that contains this defect pixel, anywhere in it
-            yy, xx = divmod(int(defects[rng.integers(len(defects))]), mask.shape[1])
-            y = int(rng.integers(max(0, yy - self.size + 1), min(yy, image.shape[0] - self.size) + 1))
-            x = int(rng.integers(max(0, xx - self.size + 1), min(xx, image.shape[1] - self.size) + 1))
-        else:
-            y = int(rng.integers(image.shape[0] - self.size + 1))
-            x = int(rng.integers(image.shape[1] - self.size + 1))
-        image = image[y:y + self.size, x:x + self.size]
-        mask = mask[y:y + self.size, x:x + self.size]
+        window = _crop_window(rng, mask, self.size, self.defect_share)
+        image, mask = image[window], mask[window]
         if self.augment is not None:  # the module-level augment() function, with this dataset's config
             image, mask = augment(np.ascontiguousarray(image), np.ascontiguousarray(mask), self.augment, rng)
         return (torch.from_numpy(np.ascontiguousarray(image, np.float32)).unsqueeze(0),
                 torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
+
+
+def _check_share(defect_share, caller: str) -> None:
+    if isinstance(defect_share, bool) or not isinstance(defect_share, (int, float)) or not 0 <= defect_share <= 1:
+        raise ValueError(f"{caller} needs defect_share in [0, 1]; got {defect_share!r}")
+
+
+def _crop_window(rng: np.random.Generator, defects: np.ndarray, size: int,
+                 defect_share: float) -> tuple[slice, slice]:
+    """Row and column slices of a random ``size`` x ``size`` window of an (H, W) image (H, W >= size).
+
+    With probability ``defect_share`` the window contains a defect pixel: one drawn uniformly from the True
+    pixels of the (H, W) bool ``defects``, put at a random place in the window. Otherwise (or when ``defects``
+    holds none) the window is uniform over the image.
+    """
+    h, w = defects.shape
+    where = np.flatnonzero(defects) if defect_share > 0 and rng.random() < defect_share else ()
+    if len(where):
+        yy, xx = divmod(int(where[rng.integers(len(where))]), w)
+        y = int(rng.integers(max(0, yy - size + 1), min(yy, h - size) + 1))
+        x = int(rng.integers(max(0, xx - size + 1), min(xx, w - size) + 1))
+    else:
+        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return slice(y, y + size), slice(x, x + size)
 
 
 def _pad_to(array: np.ndarray, size: int) -> np.ndarray:

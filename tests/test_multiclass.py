@@ -164,5 +164,7 @@ def test_cli_refuses_a_window_larger_than_the_images(tmp_path, capsys):
     assert "larger than the images" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--crop must be >= 0; got -1"):
         main(["train", "--quick", "--crop", "-1", "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit, match="--crop windows synthetic images only"):
+        main(["train", "--quick", "--crop", "32", "--data", str(tmp_path), "--out", str(tmp_path / "d")])
     with pytest.raises(SystemExit, match="--crop must be a multiple of 8 for a depth-3 UNet; got 100"):
         main(["train", "--task", "multiclass", "--quick", "--crop", "100", "--out", str(tmp_path / "c")])

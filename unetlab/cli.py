@@ -87,6 +87,8 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     multiclass = getattr(args, "task", "binary") == "multiclass"
     if multiclass and getattr(args, "data", None):
         raise SystemExit("error: --task multiclass trains on synthetic data only (a folder has no class labels)")
+    if sizes.crop is not None and getattr(args, "data", None):
+        raise SystemExit("error: --crop windows synthetic images only; a --data folder trains on whole images")
     loaders = make_loaders(cfg, sizes, args.seed, num_workers=args.workers)
     if getattr(args, "data", None):
         folder = DefectFolder(args.data)

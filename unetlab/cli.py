@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import __version__
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, QUICK, QUICK_MULTICLASS,
-                     RunSizes, is_quick)
+                     TASKS, RunSizes, is_quick)
 from .data import SPLIT_START, DefectFolder, SyntheticDefects, make_loaders, write_dataset
 from .io import atomic_write
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
@@ -46,8 +46,9 @@ def _sizes(args: argparse.Namespace) -> RunSizes:
     changes = {k: getattr(args, k) for k in ("n_train", "n_val", "n_test", "epochs", "batch_size", "crop")
                if getattr(args, k, None) is not None}
     for name, value in changes.items():
-        if value < (0 if name == "crop" else 1):
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {int(name != 'crop')}; got {value}")
+        least = 0 if name == "crop" else 1
+        if value < least:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {least}; got {value}")
     if changes.get("crop") == 0:
         changes["crop"] = None  # --crop 0: whole images
     return dataclasses.replace(base, **changes)
@@ -105,7 +106,12 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     if sizes.crop is not None and sizes.crop % 2**depth:
         raise SystemExit(f"error: --crop must be a multiple of {2**depth} for a depth-{depth} UNet; got {sizes.crop}")
     model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base, depth=depth)
-    lr = CARD_LR if args.card else args.lr if args.lr is not None else (MULTICLASS_LR if multiclass else DEMO_LR)
+    if args.card:
+        lr = CARD_LR
+    elif args.lr is not None:
+        lr = args.lr
+    else:
+        lr = MULTICLASS_LR if multiclass else DEMO_LR
     schedule = None if args.card else (None if args.schedule == "constant" else args.schedule)
     history = fit(model, loaders["train"], loaders["val"], epochs=sizes.epochs, lr=lr, device=args.device,
                   checkpoint=checkpoint, resume=getattr(args, "resume", False), amp=args.amp,
@@ -333,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a UNet on synthetic data (or on --data FOLDER)")
     _add_run_options(p)
     p.add_argument("--out", default="runs/train", help="folder for model.pt")
-    p.add_argument("--task", choices=("binary", "multiclass"), default="binary",
+    p.add_argument("--task", choices=TASKS, default="binary",
                    help="binary: one defect mask (default); multiclass: background, scratch, crack, stain")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
                    help="synthetic data preset: default (the tutorial's; the default for --task binary), "

@@ -89,7 +89,8 @@ class SyntheticDefects(Dataset):
         if cfg is not None and not isinstance(cfg, DefectConfig):
             raise ValueError(f"SyntheticDefects expects a DefectConfig (or None); got {type(cfg).__name__}")
         self.n, self.cfg, self.seed, self.start = n, cfg or DefectConfig(), seed, start
-        if crop is not None and (isinstance(crop, bool) or not isinstance(crop, int) or not 1 <= crop <= self.cfg.size):
+        whole_pixels = isinstance(crop, int) and not isinstance(crop, bool)
+        if crop is not None and not (whole_pixels and 1 <= crop <= self.cfg.size):
             raise ValueError(f"SyntheticDefects crop must be None or an int in [1, {self.cfg.size}] (the image "
                              f"side); got {crop!r}")
         _check_share(defect_share, "SyntheticDefects")
@@ -108,7 +109,7 @@ class SyntheticDefects(Dataset):
 
     def __getitem__(self, i: int):
         image_u8, labels = self.sample(i)
-        if self.crop is not None:
+        if self.crop is not None:  # a new window every access: its place comes from torch's (seeded) stream
             rng = np.random.default_rng([self.seed, self.start + i % self.n, int(torch.randint(2**62, ()))])
             window = _crop_window(rng, labels > 0, self.crop, self.defect_share)
             image_u8, labels = image_u8[window], labels[window]

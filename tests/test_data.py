@@ -1,17 +1,13 @@
-"""Datasets on the fly and on disk: identical tensors, atomic writes, clear errors on bad folders."""
+"""Synthetic datasets on the fly, their item contract, training windows and the loaders."""
 
-import json
-import warnings
-
-import cv2
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import unetlab.data as data
 from unetlab.config import RunSizes
-from unetlab.data import DefectFolder, SyntheticDefects, make_loaders, read_image, write_dataset
+from unetlab.data import SyntheticDefects, make_loaders, stack_items, to_item
+from unetlab.folders import write_dataset
 from unetlab.synth import DefectConfig
 
 SMALL = DefectConfig(size=64)
@@ -42,43 +38,6 @@ def test_on_the_fly_samples_do_not_depend_on_workers_or_order():
     assert torch.equal(torch.cat([b[1] for b in batches]), direct[1])
 
 
-def test_folder_round_trip_gives_identical_tensors(tmp_path):
-    out = write_dataset(tmp_path / "ds", 6, SMALL, seed=2, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "images", "labels", "masks"]
-    on_the_fly = SyntheticDefects(6, SMALL, seed=2, return_labels=True)
-    from_disk = DefectFolder(out, return_labels=True)
-    assert len(from_disk) == 6
-    for a, b in zip(_stack(on_the_fly), _stack(from_disk)):
-        assert torch.equal(a, b)
-    meta = json.loads((out / "dataset.json").read_text())
-    assert meta["n"] == 6 and meta["seed"] == 2 and DefectConfig.from_dict(meta["config"]) == SMALL
-    assert sum(meta["class_pixels"].values()) == 6 * 64 * 64
-
-
-def test_write_refuses_to_mix_with_an_existing_folder_and_overwrite_replaces_it_whole(tmp_path):
-    out = write_dataset(tmp_path / "ds", 4, SMALL, progress=False)
-    with pytest.raises(FileExistsError, match="already exists and is not empty.*overwrite=True"):
-        write_dataset(out, 2, SMALL, progress=False)
-    write_dataset(out, 2, SMALL, seed=9, overwrite=True, progress=False)
-    assert len(list((out / "images").iterdir())) == 2  # old files gone, not mixed
-    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary folders left behind
-
-
-def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    real_imwrite, calls = cv2.imwrite, []
-
-    def imwrite_then_interrupt(path, array):
-        calls.append(path)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return real_imwrite(path, array)
-
-    monkeypatch.setattr(data.cv2, "imwrite", imwrite_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        write_dataset(tmp_path / "ds", 5, SMALL, progress=False)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_bad_arguments_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="needs n >= 1 samples; got 0"):
         SyntheticDefects(0)
@@ -87,77 +46,6 @@ def test_bad_arguments_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="needs n >= 1"):
         write_dataset(tmp_path / "x", -1, progress=False)
     assert not (tmp_path / "x").exists()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading folders of real or synthetic images
-
-
-def _folder(tmp_path, images, masks):
-    for sub, files in (("images", images), ("masks", masks)):
-        (tmp_path / sub).mkdir(exist_ok=True)
-        for name, array in files.items():
-            assert cv2.imwrite(str(tmp_path / sub / name), array)
-    return tmp_path
-
-
-def _mask(h, w):
-    m = np.zeros((h, w), np.uint8)
-    m[2:5, 3:9] = 255
-    return m
-
-
-def test_folder_errors_name_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data folder not found"):
-        DefectFolder(tmp_path / "nowhere")
-    (tmp_path / "images").mkdir()
-    with pytest.raises(FileNotFoundError, match="has no masks/ folder"):
-        DefectFolder(tmp_path)
-    _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8), "b.png": np.zeros((8, 10), np.uint8)},
-            {"a.png": _mask(8, 10)})
-    with pytest.raises(ValueError, match=r"1 image\(s\) in .*images have no mask in .*masks: b"):
-        DefectFolder(tmp_path)
-
-
-def test_folder_rejects_a_mask_of_the_wrong_size(tmp_path):
-    ds = DefectFolder(_folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": _mask(9, 10)}))
-    with pytest.raises(ValueError, match=r"mask .*a.png is 10x9 \(WxH\) but its image .*a.png is 10x8"):
-        ds[0]
-
-
-def test_folder_converts_colour_images_and_says_so(tmp_path):
-    colour = np.zeros((8, 10, 3), np.uint8)
-    colour[..., 2] = 255  # pure red in OpenCV's BGR order
-    ds = DefectFolder(_folder(tmp_path, {"a.png": colour}, {"a.png": _mask(8, 10)}))
-    with pytest.warns(UserWarning, match="colour image \\(3 channels\\) converted to grayscale"):
-        image, mask = ds[0]
-    assert image.shape == (1, 8, 10)
-    assert image[0, 0, 0].item() == pytest.approx(76 / 255, abs=1 / 255)  # luma of red: 0.299 * 255
-
-
-def test_folder_refuses_non_binary_masks_unless_given_a_threshold(tmp_path):
-    soft = np.arange(80, dtype=np.uint8).reshape(8, 10) * 3
-    ds = DefectFolder(_folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": soft}))
-    with pytest.raises(ValueError, match=r"expected a binary mask .*found 80 values \(0, 3, 6.*mask_threshold"):
-        ds[0]
-    _, mask = DefectFolder(tmp_path, mask_threshold=127)[0]
-    assert torch.equal(mask[0], torch.from_numpy(soft > 127).float())
-
-
-def test_folder_reads_16_bit_images_and_any_size(tmp_path):
-    deep = np.full((37, 50), 65535 // 2, np.uint16)
-    image, mask = DefectFolder(_folder(tmp_path, {"a.png": deep}, {"a.png": _mask(37, 50)}))[0]
-    assert image.shape == mask.shape == (1, 37, 50)
-    assert image.max().item() == pytest.approx(0.5, abs=1e-4)
-
-
-def test_corrupt_image_file_is_named(tmp_path):
-    _folder(tmp_path, {}, {"a.png": _mask(8, 10)})
-    (tmp_path / "images" / "a.png").write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match=r"a.png: not a readable image"):
-        DefectFolder(tmp_path)[0]
-    with pytest.raises(FileNotFoundError, match="no such image file"):
-        read_image(tmp_path / "images" / "missing.png")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,15 +64,6 @@ def test_loaders_have_disjoint_splits_and_repeatable_shuffling():
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     images, masks, labels = next(iter(loaders["val"]))
     assert images.shape == (3, 1, 64, 64) and labels.shape == (3, 64, 64)
-
-
-def test_read_image_warns_once_per_colour_file(tmp_path):
-    path = tmp_path / "c.png"
-    cv2.imwrite(str(path), np.zeros((4, 4, 3), np.uint8))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        read_image(path)
-    assert len(caught) == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from unetlab.augment import AugmentConfig
-from unetlab.data import (REAL_DATA_ENV, REAL_DATA_HINT, DefectFolder, RandomCrops, binarize_mask,
-                          download_magnetic_tile, real_data_root, real_splits)
+from unetlab.folders import DefectFolder, binarize_mask
+from unetlab.real import REAL_DATA_ENV, REAL_DATA_HINT, RandomCrops, download_magnetic_tile, real_data_root, real_splits
 
 
 def _write(path, array):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from unetlab import UNet, save_checkpoint
-from unetlab.sim2real import Experiment, RealSet, finetune, predict_masks, run_experiments, score_masks
+from unetlab.real import RealSet
+from unetlab.sim2real import Experiment, finetune, predict_masks, run_experiments, score_masks
 
 
 def _fake_real(n: int = 8, seed: int = 0) -> RealSet:

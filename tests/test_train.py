@@ -13,7 +13,9 @@ import unetlab
 from unetlab.evaluate import evaluate
 from unetlab.losses import BCEDiceLoss
 from unetlab.model import UNet
-from unetlab.train import History, default_device, fit, load_checkpoint, save_checkpoint
+from unetlab.checkpoint import load_checkpoint, save_checkpoint
+from unetlab.history import History
+from unetlab.train import fit
 
 
 def tiny_unet(seed: int = 0) -> UNet:
@@ -51,11 +53,6 @@ class InterruptingLoader:
             if self.passes == self.interrupt_pass and i == 1:
                 raise KeyboardInterrupt
             yield batch
-
-
-def test_default_device_follows_availability():
-    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    assert default_device() == torch.device(expected)
 
 
 def test_fit_learns_the_toy_task_and_records_every_epoch():

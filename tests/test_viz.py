@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from unetlab.train import History  # noqa: E402
+from unetlab.history import History  # noqa: E402
 from unetlab.viz import (  # noqa: E402
     ERROR_COLORS,
     overlay_errors,

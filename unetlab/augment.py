@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .checks import gray_image, is_real
 from .synth import noise_window  # N(0, 1) noise from a fixed bank at a random offset: 10x cheaper than drawing
 
 _BORDER = cv2.BORDER_REFLECT_101
@@ -39,10 +40,6 @@ _MIN_SIGMA = 0.3  # px; a Gaussian narrower than this barely changes an image, s
 _LIMITS = {"rotate_deg": (0.0, 180.0), "perspective": (0.0, 0.25), "brightness": (0.0, 1.0),
            "contrast": (0.0, 1.0), "gamma": (0.0, 2.0), "blur_sigma": (0.0, 10.0), "noise_std": (0.0, 1.0),
            "p_geometric": (0.0, 1.0), "p_photometric": (0.0, 1.0)}
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -96,7 +93,7 @@ class AugmentConfig:
                 parts = tuple(value) if isinstance(value, (tuple, list)) and len(value) == 2 else None
             else:
                 expected, parts = f"a number in [{lo}, {hi}]", (value,)
-            if parts is None or not all(_is_number(v) and lo <= v <= hi for v in parts) or parts[0] > parts[-1]:
+            if parts is None or not all(is_real(v) and lo <= v <= hi for v in parts) or parts[0] > parts[-1]:
                 raise ValueError(f"AugmentConfig.{name} must be {expected}; got {value!r}")  # NaN fails lo <= v
             parts = tuple(float(v) for v in parts)
             object.__setattr__(self, name, parts if is_pair else parts[0])
@@ -150,14 +147,11 @@ def augment(image: np.ndarray, mask: np.ndarray, cfg: AugmentConfig, rng: np.ran
 
 
 def _check_pair(image: np.ndarray, mask: np.ndarray) -> None:
-    """ValueError unless image is (H, W) float in [0, 1] and mask is an (H, W) bool or integer array."""
-    if not isinstance(image, np.ndarray) or image.ndim != 2 or not np.issubdtype(image.dtype, np.floating):
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"augment expects a grayscale (H, W) float image in [0, 1]; got a {got} "
-                         "(colour: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY); 8-bit: img.astype(np.float32) / 255)")
-    if image.size == 0 or not (image.min() >= 0.0 and image.max() <= 1.0):  # NaN fails too
-        lo, hi = (image.min(), image.max()) if image.size else (None, None)
-        raise ValueError(f"augment expects a non-empty image with values in [0, 1]; got range [{lo}, {hi}]")
+    """ValueError unless image is a numpy (H, W) float image in [0, 1] (not uint8: see :mod:`unetlab.checks`) and
+    mask is an (H, W) bool or integer array."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"augment expects a numpy (H, W) float image in [0, 1]; got a {type(image).__name__}")
+    gray_image(image, "augment: image")
     if not isinstance(mask, np.ndarray) or mask.shape != image.shape:
         got = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
         raise ValueError(f"augment expects a mask of the image's shape {image.shape}; got {got}")

@@ -38,6 +38,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from .checks import gray_image, is_int, is_real
+from .metrics import class_dice, pooled_from_counts
+
 METHODS: tuple[str, ...] = ("otsu", "adaptive")
 POLARITIES: tuple[str, ...] = ("dark", "bright", "both")
 
@@ -86,13 +89,12 @@ class ClassicalBaseline:
                 raise ValueError(f"ClassicalBaseline.{name} must be one of {choices}; got {getattr(self, name)!r}")
         for name in ("background_sigma", "smooth_sigma", "offset"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-                    math.isfinite(value) and value >= 0):
+            if not is_real(value) or not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"ClassicalBaseline.{name} must be a finite number >= 0; got {value!r}")
             object.__setattr__(self, name, float(value))
         for name in ("open_radius", "close_radius", "min_area"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"ClassicalBaseline.{name} must be an int >= 0; got {value!r}")
             object.__setattr__(self, name, int(value))
 
@@ -164,7 +166,8 @@ def tune_baseline(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], gri
 
     With ``classes`` (one name per image) it maximises the *class Dice* instead: the pooled Dice of each class
     that has defect pixels, averaged over those classes, so that small defects (a pinhole) weigh as much as large
-    ones (a stained area). This is the score :func:`unetlab.sim2real.score_masks` reports as ``class_dice``.
+    ones (a stained area). This is :func:`unetlab.metrics.class_dice`, the score
+    :func:`unetlab.sim2real.score_masks` reports as ``class_dice``; it needs defect pixels in at least one image.
 
     Args:
         images: N grayscale images, each (H, W) float in [0, 1] (or uint8); sizes may differ between images.
@@ -184,6 +187,41 @@ def tune_baseline(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], gri
     connected-components pass), so the price is set by the number of distinct settings of the other knobs,
     about 0.5 ms per image each for a ~300 x 400 image.
     """
+    images, masks = _checked_pairs(images, masks)
+    grid = _checked_grid(DEFAULT_GRID if grid is None else grid)
+    if classes is not None and (isinstance(classes, str) or len(classes) != len(images)):
+        raise ValueError(f"tune_baseline needs one class name per image; got {len(classes)} for {len(images)} images")
+    group_names = sorted(set(classes)) if classes is not None else ["all"]
+    groups = [group_names.index(c) for c in classes] if classes is not None else [0] * len(images)
+    truth = np.zeros(len(group_names), dtype=np.int64)  # defect pixels of each group
+    for g, m in zip(groups, masks):
+        truth[g] += int(np.count_nonzero(m))
+    if classes is not None and not truth.any():
+        raise ValueError("tune_baseline: class Dice needs defect pixels in at least one image, and every mask is "
+                         "empty (class Dice is NaN then); tune on pooled Dice by leaving out classes=")
+    counts = _grid_counts(images, masks, groups, len(group_names), grid, progress)
+
+    names = [f.name for f in dataclasses.fields(ClassicalBaseline)]
+    rows = []
+    for key in itertools.product(*(grid[n] for n in names if n != "min_area")):
+        for j, min_area in enumerate(grid["min_area"]):
+            row = dict(zip([n for n in names if n != "min_area"], key), min_area=min_area)
+            tp, predicted = counts[key][:, j, 0], counts[key][:, j, 1]  # per group
+            fp, fn = predicted - tp, truth - tp
+            row.update({name: value for name, value in pooled_from_counts(tp, fp, fn).items()
+                        if name in ("dice", "precision", "recall")})
+            if classes is not None:
+                row["class_dice"] = class_dice(tp, fp, fn)
+            rows.append(row)
+    score = "class_dice" if classes is not None else "dice"
+    rows.sort(key=lambda r: -r[score])
+    best = ClassicalBaseline(**{n: rows[0][n] for n in names})
+    return best, rows
+
+
+def _checked_pairs(images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The images as (H, W) float32 in [0, 1] and the masks as (H, W) bool, checked to pair up."""
     images = [_as_image(im, f"tune_baseline: images[{i}]") for i, im in enumerate(images)]
     masks = [_as_mask(m, f"tune_baseline: masks[{i}]") for i, m in enumerate(masks)]
     if not images:
@@ -193,22 +231,18 @@ def tune_baseline(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], gri
     for i, (im, m) in enumerate(zip(images, masks)):
         if im.shape != m.shape:
             raise ValueError(f"tune_baseline: image {i} has shape {im.shape} but its mask {m.shape}")
-    grid = _checked_grid(DEFAULT_GRID if grid is None else grid)
-    if classes is not None and (isinstance(classes, str) or len(classes) != len(images)):
-        raise ValueError(f"tune_baseline needs one class name per image; got {len(classes)} for {len(images)} images")
-    group_names = sorted(set(classes)) if classes is not None else ["all"]
-    groups = [group_names.index(c) for c in classes] if classes is not None else [0] * len(images)
+    return images, masks
 
-    names = [f.name for f in dataclasses.fields(ClassicalBaseline)]
+
+def _grid_counts(images: list[np.ndarray], masks: list[np.ndarray], groups: list[int], n_groups: int,
+                 grid: dict[str, list], progress: bool) -> dict[tuple, np.ndarray]:
+    """(every knob but min_area, in field order) -> (n_groups, len(grid["min_area"]), 2) int64 array of
+    (true-positive, predicted) pixel counts, summed over the images of each group."""
+    names = [f.name for f in dataclasses.fields(ClassicalBaseline) if f.name != "min_area"]
     areas = grid["min_area"]
-    truth_total = np.zeros(len(group_names), dtype=np.int64)
-    for g, m in zip(groups, masks):
-        truth_total[g] += int(np.count_nonzero(m))
-    # (every knob but min_area) -> (groups, len(areas), 2) array of (tp, predicted) pixel counts summed over the
-    # images of each group (one group, all images, without classes)
     results: dict[tuple, np.ndarray] = {}
-    n_points = math.prod(len(v) for v in grid.values())
-    with tqdm(total=n_points, desc="tuning baseline", disable=not progress, leave=False) as bar:
+    with tqdm(total=math.prod(len(v) for v in grid.values()), desc="tuning baseline", disable=not progress,
+              leave=False) as bar:
         # Loops from the costliest step to the cheapest, so each result is computed once and reused below it.
         for background_sigma, smooth_sigma in itertools.product(grid["background_sigma"], grid["smooth_sigma"]):
             residuals = [flatten(im, background_sigma, smooth_sigma) for im in images]
@@ -217,7 +251,7 @@ def tune_baseline(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], gri
                 otsu = [otsu_threshold(s) for s in scores] if "otsu" in grid["method"] else None
                 for method, offset, open_radius, close_radius in itertools.product(
                         grid["method"], grid["offset"], grid["open_radius"], grid["close_radius"]):
-                    totals = np.zeros((len(group_names), len(areas), 2), dtype=np.int64)
+                    totals = np.zeros((n_groups, len(areas), 2), dtype=np.int64)
                     for i, (score, truth) in enumerate(zip(scores, masks)):
                         cut = max(otsu[i], offset) if method == "otsu" else offset
                         binary = _morphology(score > cut, open_radius, close_radius)
@@ -225,27 +259,9 @@ def tune_baseline(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], gri
                     knobs = dict(method=method, polarity=polarity, background_sigma=background_sigma,
                                  smooth_sigma=smooth_sigma, offset=offset, open_radius=open_radius,
                                  close_radius=close_radius)
-                    results[tuple(knobs[n] for n in names if n != "min_area")] = totals
+                    results[tuple(knobs[n] for n in names)] = totals
                     bar.update(len(areas))
-
-    rows = []
-    defective = truth_total > 0  # the classes whose Dice counts in class_dice
-    for key in itertools.product(*(grid[n] for n in names if n != "min_area")):
-        for j, min_area in enumerate(areas):
-            row = dict(zip([n for n in names if n != "min_area"], key), min_area=min_area)
-            tp_g, predicted_g = results[key][:, j, 0], results[key][:, j, 1]
-            tp, fp, fn = tp_g.sum(), (predicted_g - tp_g).sum(), (truth_total - tp_g).sum()
-            row.update(dice=_ratio(2 * tp, 2 * tp + fp + fn), precision=_ratio(tp, tp + fp),
-                       recall=_ratio(tp, tp + fn))
-            if classes is not None:
-                per_class = [_ratio(2 * t, p + total) for t, p, total, d in
-                             zip(tp_g, predicted_g, truth_total, defective) if d]
-                row["class_dice"] = float(np.mean(per_class)) if per_class else 1.0
-            rows.append(row)
-    score = "class_dice" if classes is not None else "dice"
-    rows.sort(key=lambda r: -r[score])
-    best = ClassicalBaseline(**{n: rows[0][n] for n in names})
-    return best, rows
+    return results
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -302,28 +318,10 @@ def _counts_by_min_area(binary: np.ndarray, truth: np.ndarray, areas: list[int])
     return np.array([[hits[area >= a].sum(), area[area >= a].sum()] for a in areas], dtype=np.int64)
 
 
-def _ratio(numerator, denominator) -> float:
-    return float(numerator) / float(denominator) if denominator else 1.0   # 0 / 0 = 1, as in unetlab.metrics
-
-
 def _as_image(image, what: str) -> np.ndarray:
-    """(H, W) or (1, H, W) image, float in [0, 1] or uint8 -> (H, W) float32 in [0, 1]."""
+    """(H, W) or (1, H, W) image, float in [0, 1] or uint8 -> (H, W) float32 in [0, 1] (see unetlab.checks)."""
     array = np.asarray(image)
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        hint = " (a colour image? convert it to grayscale first)" if array.ndim == 3 else ""
-        raise ValueError(f"{what}: expected a grayscale (H, W) image{hint}; got shape {array.shape}")
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255)
-    if array.dtype.kind != "f":
-        raise ValueError(f"{what}: expected a float image in [0, 1] or uint8; got dtype {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{what}: expected a non-empty image; got shape {array.shape}")
-    if not (array.min() >= 0 and array.max() <= 1):   # also catches NaN
-        raise ValueError(f"{what}: expected values in [0, 1] (divide 8-bit gray levels by 255); got values from "
-                         f"{array.min()} to {array.max()}")
-    return array.astype(np.float32, copy=False)
+    return gray_image(array[0] if array.ndim == 3 and array.shape[0] == 1 else array, what, uint8=True)
 
 
 def _as_mask(mask, what: str) -> np.ndarray:

@@ -25,7 +25,7 @@ class RunSizes:
         batch_size: images per optimiser step.
         image_size: side of the square images, in pixels.
         crop: train on random ``crop`` x ``crop`` windows of the training images, most of them over a defect
-            (see :class:`unetlab.data.SyntheticDefects`), or on whole images when ``None``.
+            (see :class:`unetlab.SyntheticDefects`), or on whole images when ``None``.
     """
 
     n_train: int
@@ -49,29 +49,33 @@ def is_quick() -> bool:
 # Multi-class training (chapter 07, ``unetlab train --task multiclass``). Naming a defect takes more training than
 # finding it: a crack and a dark scratch differ only in their path. 128 px windows, two thirds of them over a
 # defect, cost a quarter of a whole image per sample, so 6,400 images for 10 epochs take about twice the time of
-# 800 whole images (21-24 against 12 minutes on a 2-core CPU) and reached crack Dice 0.85-0.90 in four runs,
-# against 0.62 (README, "Multi-class").
+# 800 whole images. Measured in full (not quick) runs on a 2-core CPU (README, "Multi-class"): 21-24 against 12
+# minutes of training, and crack Dice 0.85-0.90 in four runs against 0.62.
 MULTICLASS = RunSizes(n_train=6400, n_val=64, n_test=200, epochs=10, batch_size=8, crop=128)
 QUICK_MULTICLASS = dataclasses.replace(QUICK, crop=128)
 TASKS = ("binary", "multiclass")
 
 
-def run_sizes(task: str = "binary") -> RunSizes:
+def run_sizes(task: str = "binary", quick: bool | None = None) -> RunSizes:
     """The sizes for this run of ``task`` ("binary" or "multiclass"): :data:`FULL` or :data:`MULTICLASS`, and
-    :data:`QUICK` or :data:`QUICK_MULTICLASS` when ``UNETLAB_QUICK=1``."""
+    :data:`QUICK` or :data:`QUICK_MULTICLASS` in quick mode: when ``quick`` is True, or when it is None (the
+    default) and ``UNETLAB_QUICK=1`` (see :func:`is_quick`)."""
     if task not in TASKS:
         raise ValueError(f"run_sizes: task must be one of {TASKS}; got {task!r}")
+    quick = is_quick() if quick is None else quick
     if task == "multiclass":
-        return QUICK_MULTICLASS if is_quick() else MULTICLASS
-    return QUICK if is_quick() else FULL
+        return QUICK_MULTICLASS if quick else MULTICLASS
+    return QUICK if quick else FULL
 
 
 # How the tutorial trains. The product card says Adam at a constant learning rate of 1e-4; at that rate a CPU
-# budget of ~10 minutes ends far from convergence (measured: README, "Learning rate"). The demo and chapter 04
-# use a one-cycle schedule (warm up to DEMO_LR, then anneal to ~0); the card's setting stays one argument away.
+# budget of ~10 minutes ends far from convergence (measured in full runs: README, "Measured results"). The demo
+# and chapter 04 use a one-cycle schedule (warm up to DEMO_LR, then anneal to ~0); the card's setting stays one
+# argument away.
 CARD_LR = 1e-4
 DEMO_LR = 3e-3
 DEMO_SCHEDULE = "onecycle"
 # The multi-class model peaks lower: at 3e-3 the validation Dice swings and cracks can collapse into scratches
-# (measured: crack Dice 0.12 at 3e-3 against 0.78 at 1e-3, same windows, same seed; README, "Multi-class").
+# (measured in full runs: crack Dice 0.12 at 3e-3 against 0.78 at 1e-3, same windows, same seed; README,
+# "Multi-class").
 MULTICLASS_LR = 1e-3

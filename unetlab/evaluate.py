@@ -18,9 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .metrics import MetricAccumulator, confusion_counts, confusion_matrix, scores_from_confusion, scores_from_counts
+from .batches import split_batch
+from .checks import check_unit_values, is_int, is_real
+from .device import default_device
+from .metrics import (MetricAccumulator, class_dice, class_mean, confusion_counts, confusion_matrix,
+                      counts_from_confusion, pooled_from_counts, scores_by_class, scores_from_confusion)
 from .synth import CLASS_NAMES
-from .train import default_device, split_batch
 
 GRAYSCALE_HINT = "convert to grayscale first, e.g. cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)"
 
@@ -42,7 +45,7 @@ def predict(
             ``uint8`` arrays and tensors (0..255 gray levels, as ``cv2.imread`` returns) are divided by 255.
             Float values must be finite and in [0, 1]. A numpy array whose last axis has 3 or 4 entries is taken
             for a colour image and refused.
-        device: where to run; None picks :func:`unetlab.train.default_device`.
+        device: where to run; None picks :func:`unetlab.default_device`.
         batch_size: images per forward pass.
 
     Returns:
@@ -62,12 +65,12 @@ def _per_pixel(model: nn.Module, images: np.ndarray | Tensor, device: str | torc
                head: Callable[[nn.Module, Tensor], Tensor]) -> np.ndarray | Tensor:
     """Run ``head(model, chunk)`` -> (B, 1, H, W) over ``images`` in chunks of ``batch_size``, in eval mode,
     and give the result the input's shape and type (see :func:`predict`)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1; got {batch_size!r}")
     batch, restore = _as_batch(images, _in_channels(model))
     device = _prepare(model, device)
     with _eval_mode(model):
-        return restore(torch.cat([head(model, chunk.to(device)).cpu() for chunk in batch.split(batch_size)]))
+        return restore(torch.cat([head(model, chunk.to(device)).cpu() for chunk in batch.split(int(batch_size))]))
 
 
 def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Callable[[Tensor], Any]]:
@@ -100,23 +103,8 @@ def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Ca
                          f"got {x.shape[1]} channels in shape {tuple(images.shape)}{hint}")
     if x.shape[0] == 0:
         raise ValueError(f"predict got no images (shape {tuple(images.shape)})")
-    return _as_unit_float(x), restore
-
-
-def _as_unit_float(x: Tensor) -> Tensor:
-    """uint8 gray levels / 255, or float images checked to be finite and in [0, 1]; float32 either way."""
-    if x.dtype == torch.uint8:
-        return x.float() / 255
-    if not x.is_floating_point():
-        raise ValueError(f"predict expects float images in [0, 1] or uint8 gray levels; got dtype {x.dtype}")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise ValueError("predict got NaN or infinite pixel values; expected float images in [0, 1]")
-    lo, hi = x.min().item(), x.max().item()
-    if lo < 0 or hi > 1:
-        hint = " (they look like 0..255 gray levels: divide by 255)" if lo >= 0 and hi <= 255 else ""
-        raise ValueError(f"predict expects float images in [0, 1]; got values {lo:.3g}..{hi:.3g}{hint}")
-    return x
+    check_unit_values(x, "predict expects", uint8=True)  # the library's one image check (unetlab.checks)
+    return (x.float() / 255 if x.dtype == torch.uint8 else x.float()), restore
 
 
 def _in_channels(model: nn.Module) -> int:
@@ -177,7 +165,7 @@ def _predicted_batches(model, loader, device, progress, desc) -> Iterator[tuple[
 
 
 def _check_threshold(threshold: float) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+    if not is_real(threshold) or not 0 <= threshold < 1:
         raise ValueError(f"threshold must be a number in [0, 1); got {threshold!r}")
 
 
@@ -227,7 +215,7 @@ def evaluate(
         loader: batches ``(images, masks)`` or ``(images, masks, labels)`` (labels enable per-class recall and
             per-class instances).
         threshold: a pixel is predicted as defect when its probability is > threshold, in [0, 1).
-        device: where to run; None picks :func:`unetlab.train.default_device`.
+        device: where to run; None picks :func:`unetlab.default_device`.
         progress: show a progress bar over the batches.
     """
     _check_threshold(threshold)
@@ -276,7 +264,8 @@ def threshold_sweep(
         seen = True
     if not seen:
         raise ValueError("threshold_sweep got an empty loader: it yields no batches")
-    scores = {name: value.cpu().numpy() for name, value in scores_from_counts(*totals.T).items()}
+    pooled = [pooled_from_counts(*row) for row in totals]
+    scores = {name: np.array([p[name] for p in pooled]) for name in pooled[0]}
     best = int(np.argmax(scores["dice"]))
     return {"thresholds": thresholds, **scores, "best_threshold": float(thresholds[best]),
             "best_dice": float(scores["dice"][best])}
@@ -315,8 +304,9 @@ def evaluate_multiclass(
     Returns:
         ``class_names``; ``matrix``: the (K, K) pixel confusion matrix as nested lists, [true][predicted]
         (see :func:`unetlab.metrics.confusion_matrix`); pooled per-class ``dice``, ``iou``, ``precision``,
-        ``recall`` as ``{name: value}``; ``mean_dice`` and ``mean_iou`` over the defect classes (not the
-        background); ``n_images``.
+        ``recall`` as ``{name: value}``; ``mean_dice``, the class Dice of the defect classes (see
+        :mod:`unetlab.metrics`: the mean of their pooled Dice over the classes present in the truth, NaN when none
+        is), and ``mean_iou``, their IoU averaged the same way; ``n_images``.
     """
     k = _out_channels(model)
     if k < 2:
@@ -340,11 +330,12 @@ def evaluate_multiclass(
     if n == 0:
         raise ValueError("evaluate_multiclass got an empty loader: it yields no batches")
     scores = scores_from_confusion(matrix)
+    tp, fp, fn = (count[1:] for count in counts_from_confusion(matrix))  # the defect classes, not the background
     return {
         "class_names": list(class_names),
         "matrix": matrix.tolist(),
         **{name: dict(zip(class_names, values)) for name, values in scores.items()},
-        "mean_dice": float(np.mean(scores["dice"][1:])),
-        "mean_iou": float(np.mean(scores["iou"][1:])),
+        "mean_dice": class_dice(tp, fp, fn),
+        "mean_iou": class_mean(scores_by_class(tp, fp, fn)["iou"]),
         "n_images": n,
     }

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import is_real
+
 
 def _check_logits_and_target(logits: Tensor, target: Tensor, caller: str) -> None:
     """Raise one clear error unless ``logits`` and ``target`` are tensors of the same (B, ...) shape."""
@@ -138,7 +140,7 @@ class CEDiceLoss(nn.Module):
 def _checked_weights(caller: str, **weights: float) -> tuple[float, ...]:
     """The weights of a combined loss as floats: each finite and >= 0, not all 0 (else one clear ValueError)."""
     for name, value in weights.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        if not is_real(value) or not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{caller} {name} must be a finite number >= 0; got {value!r}")
     if not any(weights.values()):
         names = " or ".join(f"{name} > 0" for name in weights)

@@ -17,7 +17,19 @@ Empty masks, one rule: a ratio 0 / 0 scores 1 ("nothing could go wrong"). Per im
 So a model that predicts nothing gets per-image precision 1: read precision together with recall, and prefer
 the pooled scores (counts summed over the dataset first, then one ratio), which weigh every pixel equally and
 are 0/0 only when the whole dataset is empty. False positives on defect-free images get their own score,
-the share of those images with any predicted pixel (see :class:`MetricAccumulator`).
+the share of those images with any predicted pixel (see :class:`MetricAccumulator`). Pooled scores are assembled
+in one place, :func:`pooled_from_counts`; everything that reports one (evaluation, the threshold sweep, the
+validation Dice of training, the real-image scores, the classical baseline's tuning) goes through it.
+
+**Class Dice**, one definition for the whole library (:func:`class_dice`): the pooled Dice of each class (its
+tp, fp and fn summed over the pixels that count for it), then the mean over the classes, so a class of tiny
+defects weighs as much as one of large areas. Only classes with truth pixels (tp + fn > 0) take part: the Dice
+of a class with nothing to find would only say whether anything was predicted, which the false-alarm rate
+reports. With no truth pixel in any class, class Dice is NaN: there is nothing to average, just as
+:func:`class_recall` is NaN for an absent class and instance recall with no defect to find. Used with image
+classes by :func:`unetlab.sim2real.score_masks` and :func:`unetlab.baseline.tune_baseline`, and with the label
+ids 1..K-1 by :func:`unetlab.evaluate_multiclass` (``mean_dice``) and the validation Dice of a multi-class
+:func:`unetlab.fit`.
 
 Inputs are torch tensors (any device) or numpy arrays; outputs are python floats, lists and dicts.
 """
@@ -33,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checks import is_int
 from .synth import CLASS_NAMES
 
 
@@ -131,6 +144,50 @@ def scores_from_counts(tp: Tensor, fp: Tensor, fn: Tensor) -> dict[str, Tensor]:
     }
 
 
+def pooled_from_counts(tp: Tensor | np.ndarray, fp: Tensor | np.ndarray, fn: Tensor | np.ndarray) -> dict[str, float]:
+    """Pooled Dice, IoU, precision and recall from pixel counts of any shape (per image, per batch, per class):
+    each count is summed over all its entries first, then one ratio each, with 0 / 0 = 1.
+
+    The one place pooled scores are assembled (see the module docstring). Returns python floats.
+    """
+    totals = [torch.as_tensor(count).sum() for count in (tp, fp, fn)]
+    return {name: value.item() for name, value in scores_from_counts(*totals).items()}
+
+
+def scores_by_class(tp: Tensor | np.ndarray, fp: Tensor | np.ndarray, fn: Tensor | np.ndarray
+                    ) -> dict[str, list[float]]:
+    """Pooled scores of every class from its summed counts, NaN for a class without truth pixels.
+
+    Args:
+        tp, fp, fn: (C,) pixel counts, entry c summed over everything that counts for class c.
+
+    Returns:
+        ``{"dice", "iou", "precision", "recall"}`` -> list of C floats; NaN where tp + fn = 0 (the class has
+        nothing to find, so it takes no part in :func:`class_dice` or :func:`class_mean`).
+    """
+    tp, fp, fn = (torch.as_tensor(count) for count in (tp, fp, fn))
+    present = (tp + fn) > 0
+    return {name: torch.where(present, value, math.nan).tolist()
+            for name, value in scores_from_counts(tp, fp, fn).items()}
+
+
+def class_mean(values: list[float]) -> float:
+    """Mean of per-class scores over the classes that take part (not NaN); NaN when none does."""
+    present = [v for v in values if not math.isnan(v)]
+    return float(np.mean(present)) if present else math.nan
+
+
+def class_dice(tp: Tensor | np.ndarray, fp: Tensor | np.ndarray, fn: Tensor | np.ndarray) -> float:
+    """Class Dice (see the module docstring): the mean of each class's pooled Dice over the classes with truth
+    pixels, NaN when there are none.
+
+    Args:
+        tp, fp, fn: (C,) pixel counts per class, each summed over the pixels that count for that class, e.g. over
+            the images of that class, or the rows of :func:`counts_from_confusion` for the defect classes.
+    """
+    return class_mean(scores_by_class(tp, fp, fn)["dice"])
+
+
 def per_image_scores(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray) -> dict[str, list[float]]:
     """Dice, IoU, precision and recall of every image: bool (B, H, W) masks -> name -> list of B floats."""
     tp, fp, fn, _ = confusion_counts(pred, truth)
@@ -144,7 +201,7 @@ def pooled_scores(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray) -> dict
     contributes only its false positives.
     """
     tp, fp, fn, _ = confusion_counts(pred, truth)
-    return {name: value.item() for name, value in scores_from_counts(tp.sum(), fp.sum(), fn.sum()).items()}
+    return pooled_from_counts(tp, fp, fn)
 
 
 def confusion_matrix(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray, n_classes: int) -> Tensor:
@@ -159,7 +216,7 @@ def confusion_matrix(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray, n_cl
         (K, K) int64 tensor on the inputs' device: entry [t, p] counts the pixels of true class t predicted
         as class p. The diagonal holds the correct pixels; row t sums to the number of class-t pixels.
     """
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+    if not is_int(n_classes) or n_classes < 2:
         raise ValueError(f"confusion_matrix expects n_classes as an int >= 2; got {n_classes!r}")
     pred = _as_tensor(pred, "pred", "confusion_matrix")
     truth = _as_tensor(truth, "truth", "confusion_matrix")
@@ -170,6 +227,7 @@ def confusion_matrix(pred: Tensor | np.ndarray, truth: Tensor | np.ndarray, n_cl
         if x.numel() and (x.min() < 0 or x.max() >= n_classes):
             raise ValueError(f"confusion_matrix expects {name} ids in [0, {n_classes}); "
                              f"got {x.min().item()}..{x.max().item()}")
+    n_classes = int(n_classes)
     index = truth.reshape(-1).long() * n_classes + pred.reshape(-1).long()
     return torch.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
@@ -181,13 +239,17 @@ def scores_from_confusion(matrix: Tensor | np.ndarray) -> dict[str, list[float]]
     rule (0 / 0 = 1, for a class that is neither present nor predicted). Returns name -> list of K floats,
     index c for class c (index 0 is the background).
     """
+    return {name: value.tolist() for name, value in scores_from_counts(*counts_from_confusion(matrix)).items()}
+
+
+def counts_from_confusion(matrix: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """(tp, fp, fn) of every class from a (K, K) :func:`confusion_matrix`, each a (K,) tensor: for class c,
+    tp = matrix[c, c], fp = column c minus tp, fn = row c minus tp."""
     matrix = torch.as_tensor(matrix)
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"scores_from_confusion expects a square (K, K) matrix; got shape {tuple(matrix.shape)}")
+        raise ValueError(f"expected a square (K, K) confusion matrix; got shape {tuple(matrix.shape)}")
     tp = matrix.diagonal()
-    fp = matrix.sum(0) - tp
-    fn = matrix.sum(1) - tp
-    return {name: value.tolist() for name, value in scores_from_counts(tp, fp, fn).items()}
+    return tp, matrix.sum(0) - tp, matrix.sum(1) - tp
 
 
 def _class_counts(pred: Tensor, labels: Tensor, n_classes: int, caller: str) -> tuple[Tensor, Tensor]:
@@ -377,7 +439,6 @@ class MetricAccumulator:
             raise ValueError("MetricAccumulator.compute needs at least one update() first")
         tp, fp, fn, _ = (torch.cat(column) for column in zip(*self._counts))
         per_image = scores_from_counts(tp, fp, fn)
-        pooled = scores_from_counts(tp.sum(), fp.sum(), fn.sum())
         defect_free = (tp + fn) == 0
         n_defect_free = int(defect_free.sum())
         fp_images = int(((tp + fp) > 0)[defect_free].sum())
@@ -385,7 +446,7 @@ class MetricAccumulator:
             _recall_by_class(self._class_found, self._class_total, self.class_names) if self._with_labels else {}
         )
         return {
-            **{name: value.item() for name, value in pooled.items()},
+            **pooled_from_counts(tp, fp, fn),
             "mean_dice": per_image["dice"].mean().item(),
             "fp_rate_defect_free": fp_images / n_defect_free if n_defect_free else math.nan,
             "class_recall": class_recall_,

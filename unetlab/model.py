@@ -31,6 +31,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .checks import is_int
+
 
 class DoubleConv(nn.Sequential):
     """(3x3 conv -> BatchNorm -> ReLU) x 2: (B, in_ch, H, W) -> (B, out_ch, H, W).
@@ -100,8 +102,9 @@ class UNet(nn.Module):
             ("base", base, 1),
             ("depth", depth, 1),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ValueError(f"UNet {name} must be an int >= {minimum}; got {value!r}")
+        in_channels, out_channels, base, depth = int(in_channels), int(out_channels), int(base), int(depth)
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base=base, depth=depth)
         self.multiple = 2**depth
         widths = [base * 2**level for level in range(depth + 1)]  # channels at each resolution level
@@ -169,7 +172,7 @@ def receptive_field(depth: int) -> int:
     nothing. Because of the pooling grid the width depends on the output pixel's position modulo 2**depth;
     the widest one is returned (44 pixels for depth 2). Independent of ``base`` and the image size.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+    if not is_int(depth) or depth < 1:
         raise ValueError(f"receptive_field expects an int depth >= 1; got {depth!r}")
     widths = []
     for position in range(2**depth):

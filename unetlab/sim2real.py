@@ -1,14 +1,16 @@
 """Sim-to-real: score a model on real images, fine-tune it on a few of them, and run the k-shot experiment.
 
 The question of chapter 06: how much does synthetic pretraining help when only ``k`` real labelled images exist?
-For each ``k`` a model is fine-tuned on the first ``k`` images of the fine-tune pool (``data.real_splits``) and
+For each ``k`` a model is fine-tuned on the first ``k`` images of the fine-tune pool (``real.real_splits``) and
 scored on the real test set, which is never trained on. The same ``k`` images also train a model from scratch,
-so the difference is what the synthetic data is worth.
+so the difference is what the synthetic data is worth. The real images themselves (:class:`unetlab.real.RealSet`,
+the splits, the crops) live in :mod:`unetlab.real`.
 
 Scores on real images (:func:`score_masks`) follow :mod:`unetlab.metrics` (0 / 0 = 1):
 
 - pooled Dice per defect class (the classes come from the folder, e.g. Blowhole ... Uneven), over the images of
-  that class, and ``class_dice``, their mean: every kind of defect counts the same. This is the headline number,
+  that class, and ``class_dice``, their mean (the library's one class Dice, :func:`unetlab.metrics.class_dice`):
+  every kind of defect counts the same. This is the headline number,
   because real defect classes differ in size by two orders of magnitude (a blowhole covers 0.2% of its image, an
   uneven patch 24%): the pooled Dice over all pixels is, in effect, the Dice of the largest class;
 - pooled Dice and IoU over the whole test set (every defect pixel counts once);
@@ -17,7 +19,7 @@ Scores on real images (:func:`score_masks`) follow :mod:`unetlab.metrics` (0 / 0
 
 Real images have any size: predictions run on the whole image, reflect-padded to a multiple of ``2**depth``
 (:func:`unetlab.predict`), never resized. Fine-tuning trains on random ``crop x crop`` windows
-(:class:`unetlab.data.RandomCrops`), augmented (:mod:`unetlab.augment`).
+(:class:`unetlab.real.RandomCrops`), augmented (:mod:`unetlab.augment`).
 """
 
 from __future__ import annotations
@@ -38,55 +40,17 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .augment import DEFAULT_AUGMENT, AugmentConfig
-from .data import DefectFolder, RandomCrops
+from .checkpoint import load_checkpoint, save_checkpoint
+from .checks import is_int
 from .evaluate import predict
+from .history import History
 from .io import atomic_write
-from .metrics import confusion_counts, scores_from_counts
+from .metrics import class_dice, confusion_counts, pooled_from_counts, scores_by_class, scores_from_counts
 from .model import UNet
-from .train import History, fit, load_checkpoint, save_checkpoint
+from .real import RandomCrops, RealSet
+from .train import fit
 
 REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is above this (not tuned on test data)
-
-
-@dataclass
-class RealSet:
-    """Real images held in memory, with their masks and classes (a few hundred images: tens of MB).
-
-    Attributes:
-        images: list of (H, W) float32 arrays in [0, 1]; sizes may differ between images.
-        masks: list of (H, W) bool arrays, True where there is a defect.
-        classes: one class name per image (e.g. "Crack"; images without defects have their own, e.g. "Free").
-        stems: file stems, for captions.
-    """
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    classes: list[str]
-    stems: list[str]
-
-    @classmethod
-    def load(cls, root: str | os.PathLike, progress: bool = True) -> RealSet:
-        """Read every image/mask pair of ``root`` (any layout :class:`unetlab.DefectFolder` reads), binarising
-        masks with its documented ``"auto"`` rule."""
-        folder = DefectFolder(root, mask_threshold="auto")
-        images, masks = [], []
-        for i in tqdm(range(len(folder)), desc="reading real images", unit="image", disable=not progress):
-            image, mask = folder.arrays(i)
-            images.append(image)
-            masks.append(mask)
-        return cls(images, masks, list(folder.classes), list(folder.stems))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, indices: Sequence[int]) -> RealSet:
-        """The images at ``indices``, in that order."""
-        indices = [int(i) for i in indices]
-        bad = [i for i in indices if not 0 <= i < len(self)]
-        if bad:
-            raise ValueError(f"RealSet.subset got indices outside [0, {len(self)}): {bad[:5]}")
-        return RealSet([self.images[i] for i in indices], [self.masks[i] for i in indices],
-                       [self.classes[i] for i in indices], [self.stems[i] for i in indices])
 
 
 def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD, *,
@@ -100,9 +64,10 @@ def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
     """Scores of predicted masks against ``real``'s masks (see the module docstring).
 
     Returns:
-        ``class_dice`` (mean of ``per_class``); ``per_class``: {class: pooled Dice} for every class that has
-        defect pixels; ``dice``, ``iou``, ``precision``, ``recall`` (pooled over all images); ``fp_rate_defect_free`` (NaN when no image is defect-free);
-        ``per_image_dice``: list, in ``real``'s order; ``n_images``, ``n_defect_free``.
+        ``class_dice`` (mean of ``per_class``, NaN when no image has a defect pixel); ``per_class``: {class:
+        pooled Dice} for every class that has defect pixels; ``dice``, ``iou``, ``precision``, ``recall`` (pooled
+        over all images); ``fp_rate_defect_free`` (NaN when no image is defect-free); ``per_image_dice``: list,
+        in ``real``'s order; ``n_images``, ``n_defect_free``.
     """
     if len(preds) != len(real):
         raise ValueError(f"score_masks got {len(preds)} predictions for {len(real)} images")
@@ -114,21 +79,19 @@ def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
         tp, fp, fn, _ = confusion_counts(torch.from_numpy(pred.astype(bool))[None],
                                          torch.from_numpy(truth)[None])
         counts.append((tp.item(), fp.item(), fn.item()))
-    counts_t = torch.tensor(counts, dtype=torch.int64).reshape(-1, 3)
-    pooled = {k: v.item() for k, v in scores_from_counts(*counts_t.sum(0)).items()}
-    per_class = {}
-    for name in sorted(set(real.classes)):
-        rows = counts_t[[c == name for c in real.classes]]
-        if (rows[:, 0] + rows[:, 2]).sum() > 0:  # the class has defect pixels
-            per_class[name] = scores_from_counts(*rows.sum(0))["dice"].item()
+    tp, fp, fn = torch.tensor(counts, dtype=torch.int64).reshape(-1, 3).T  # (N,) each, one entry per image
+    names = sorted(set(real.classes))
+    of_class = torch.tensor([[c == name for c in real.classes] for name in names]).reshape(len(names), -1)
+    by_class = [(of_class.long() @ count) for count in (tp, fp, fn)]  # (classes,) sums over each class's images
+    per_class = {name: d for name, d in zip(names, scores_by_class(*by_class)["dice"]) if not np.isnan(d)}
     empty = [i for i, m in enumerate(real.masks) if not m.any()]
     flagged = sum(1 for i in empty if counts[i][1] > 0)
     return {
-        "class_dice": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "class_dice": class_dice(*by_class),
         "per_class": per_class,
-        **pooled,
+        **pooled_from_counts(tp, fp, fn),
         "fp_rate_defect_free": flagged / len(empty) if empty else float("nan"),
-        "per_image_dice": scores_from_counts(*counts_t.T)["dice"].tolist(),
+        "per_image_dice": scores_from_counts(tp, fp, fn)["dice"].tolist(),
         "n_images": len(real),
         "n_defect_free": len(empty),
     }
@@ -149,18 +112,18 @@ def finetune(model: nn.Module, train: RealSet, *, steps: int = 200, batch_size: 
         steps: optimiser steps of ``batch_size`` crops each.
         augment: how each crop is augmented; None trains on plain crops.
         crop: side of the training windows, px (smaller images are reflect-padded).
-        defect_share: share of the crops placed over a defect (see :class:`unetlab.data.RandomCrops`); without
+        defect_share: share of the crops placed over a defect (see :class:`unetlab.real.RandomCrops`); without
             it most crops of small real defects hold none, and the model learns to predict nothing.
         seed: seeds the crops, their augmentation and the shuffling.
     """
     if len(train) < 1:
         raise ValueError("finetune needs at least one real image to train on; got an empty set")
     for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"finetune expects {name} as an int >= 1; got {value!r}")
     crops = RandomCrops(train.images, train.masks, n=steps * batch_size, size=crop, seed=seed, augment=augment,
                         defect_share=defect_share)
-    loader = DataLoader(crops, batch_size=batch_size)  # each item is already a random crop: no shuffling needed
+    loader = DataLoader(crops, batch_size=int(batch_size))  # each item is already a random crop: no shuffling needed
     return fit(model, loader, None, epochs=1, lr=lr, scheduler="onecycle", device=device, progress=progress,
                seed=seed)
 
@@ -205,7 +168,7 @@ def run_experiments(
 
     Args:
         plan: the experiments; ``k`` may not exceed ``len(pool)``.
-        real: all real images; ``pool`` and ``test`` index into it (from :func:`unetlab.data.real_splits`).
+        real: all real images; ``pool`` and ``test`` index into it (from :func:`unetlab.real.real_splits`).
         starts: start name -> checkpoint path of a binary model (e.g. chapter 04's), for every start but "scratch".
             A "scratch" model has the architecture of the first start (a fair comparison), with fresh weights
             drawn from ``seed``.
@@ -228,6 +191,7 @@ def run_experiments(
         if not 0 <= e.k <= len(pool) or (e.start == "scratch" and e.k == 0):
             raise ValueError(f"experiment {e.key}: k must be in [1 if scratch else 0, {len(pool)}]")
     settings = {"steps": steps, "lr": lr, "crop": crop, "seed": seed, "pool": pool, "test": test}
+    recipe = _Recipe(steps=steps, lr=lr, crop=crop, seed=seed, device=device, progress=progress)
     fingerprints = {name: _fingerprint(path) for name, path in starts.items()}
     done = _read_cache(cache, settings, fingerprints)
     test_set = real.subset(test)
@@ -240,37 +204,57 @@ def run_experiments(
         if e.key not in done:
             log(f"{e.key}: " + ("scoring" if e.k == 0 else f"fine-tuning {steps} steps on {e.k} real image(s)"))
             saved = Path(cache).resolve() / f"{e.start}_k{e.k}{'' if e.augment else '_plain'}.pt" if cache else None
-            done[e.key] = _run_one(e, real, pool, test_set, starts, steps, lr, crop, seed, device, progress, saved)
-            done[e.key]["start_fingerprint"] = fingerprints.get(e.start)
+            model = _starting_model(e.start, starts, recipe)
+            row = _run_one(e, model, real.subset(pool[:e.k]), test_set, recipe, saved)
+            row["checkpoint"] = (str(Path(starts[e.start]).resolve()) if e.k == 0
+                                 else str(saved) if saved is not None else None)
+            row["start_fingerprint"] = fingerprints.get(e.start)
+            done[e.key] = row
             if cache is not None:
                 _write_cache(cache, settings, done)
         rows.append(done[e.key])
     return rows
 
 
-def _run_one(e: Experiment, real, pool, test_set, starts, steps, lr, crop, seed, device, progress,
+@dataclass(frozen=True)
+class _Recipe:
+    """How every experiment of one :func:`run_experiments` call is fine-tuned and scored (see :func:`finetune`)."""
+
+    steps: int
+    lr: float
+    crop: int
+    seed: int
+    device: str | torch.device | None
+    progress: bool
+
+
+def _starting_model(start: str, starts: dict[str, str | os.PathLike], recipe: _Recipe) -> nn.Module:
+    """The model an experiment starts from: a start's checkpoint, or for "scratch" a fresh UNet of the first
+    start's architecture with weights drawn from the recipe's seed."""
+    if start != "scratch":
+        return load_checkpoint(starts[start], device=recipe.device or "cpu")[0]
+    config = load_checkpoint(next(iter(starts.values())))[0].config if starts else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        return UNet(**config)
+
+
+def _run_one(e: Experiment, model: nn.Module, train: RealSet, test_set: RealSet, recipe: _Recipe,
              saved: Path | None) -> dict[str, Any]:
-    if e.start == "scratch":
-        config = load_checkpoint(next(iter(starts.values())))[0].config if starts else {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = UNet(**config)
-    else:
-        model, _ = load_checkpoint(starts[e.start], device=device or "cpu")
+    """Fine-tune ``model`` on ``train`` (unless k = 0), save it to ``saved`` (when given) and score it on
+    ``test_set``; returns the experiment's row without its checkpoint path."""
     start = time.perf_counter()
-    train = real.subset(pool[:e.k])
     if e.k:
-        finetune(model, train, steps=steps, lr=lr, augment=DEFAULT_AUGMENT if e.augment else None, crop=crop,
-                 seed=seed, device=device, progress=progress)
+        finetune(model, train, steps=recipe.steps, lr=recipe.lr, augment=DEFAULT_AUGMENT if e.augment else None,
+                 crop=recipe.crop, seed=recipe.seed, device=recipe.device, progress=recipe.progress)
     seconds = time.perf_counter() - start
     if e.k and saved is not None:
-        save_checkpoint(saved, model, data_config={"finetuned_on": train.stems, "steps": steps, "lr": lr,
-                                                   "augment": e.augment, "start": e.start})
-    checkpoint = str(Path(starts[e.start]).resolve()) if e.k == 0 else (str(saved) if saved is not None else None)
-    scores = score_masks(predict_masks(model, test_set, device=device, progress=progress), test_set)
+        save_checkpoint(saved, model, data_config={"finetuned_on": train.stems, "steps": recipe.steps,
+                                                   "lr": recipe.lr, "augment": e.augment, "start": e.start})
+    scores = score_masks(predict_masks(model, test_set, device=recipe.device, progress=recipe.progress), test_set)
     scores.pop("per_image_dice")
     return {"start": e.start, "k": e.k, "augment": e.augment, **scores, "train_seconds": round(seconds, 1),
-            "stems": train.stems, "checkpoint": checkpoint}
+            "stems": train.stems}
 
 
 def _fingerprint(path: str | os.PathLike) -> str:

@@ -36,6 +36,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from .checks import is_int, is_real
+
 CLASS_NAMES: tuple[str, ...] = ("background", "scratch", "crack", "stain")
 SURFACES: tuple[str, ...] = ("brushed", "cast", "woven")
 SURFACE_CHOICES: tuple[str, ...] = ("mixed", *SURFACES)
@@ -150,8 +152,8 @@ def _validated(f: dataclasses.Field, value):
         raise ValueError(f"DefectConfig.{name} must be {expected}; got {value!r}")
     parts = tuple(value) if is_pair else (value,)
     for v in parts:
-        number = (isinstance(v, (int, np.integer)) if kind is int else isinstance(v, (int, float, np.number)))
-        if isinstance(v, bool) or not number or not (lo <= v <= hi):  # NaN fails lo <= v
+        number = is_int(v) if kind is int else is_real(v)
+        if not number or not (lo <= v <= hi):  # NaN fails lo <= v
             raise ValueError(f"DefectConfig.{name} must be {expected}; got {value!r}")
     parts = tuple(kind(v) for v in parts)
     if is_pair and parts[0] > parts[1]:
@@ -165,20 +167,16 @@ def _validated(f: dataclasses.Field, value):
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """The generator for sample ``index`` of a dataset with ``seed``: depends on (seed, index) only."""
-    if not (_is_int(seed) and _is_int(index)) or seed < 0 or index < 0:
+    if not (is_int(seed) and is_int(index)) or seed < 0 or index < 0:
         raise ValueError(f"sample_rng expects non-negative integers (seed, index); got ({seed!r}, {index!r})")
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _streams(seed_or_rng) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Three independent streams (surface, defects, noise), so removing defects leaves surface and noise as is."""
     if isinstance(seed_or_rng, np.random.Generator):
         root = seed_or_rng
-    elif _is_int(seed_or_rng) and seed_or_rng >= 0:
+    elif is_int(seed_or_rng) and seed_or_rng >= 0:
         root = np.random.default_rng(int(seed_or_rng))
     else:
         raise ValueError(f"make_sample expects a non-negative int seed or a numpy Generator; got {seed_or_rng!r}")

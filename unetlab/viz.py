@@ -26,6 +26,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .checks import is_int
 from .io import atomic_write
 from .metrics import per_image_scores
 from .synth import CLASS_NAMES, SURFACES, DefectConfig, make_sample
@@ -305,7 +306,7 @@ def show_samples(images: Any, labels: Any, titles: Sequence[str] | None = None, 
         raise ValueError(f"show_samples expects images and labels of one shape; got {images.shape} and {labels.shape}")
     if titles is not None and len(titles) != len(images):
         raise ValueError(f"show_samples got {len(titles)} titles for {len(images)} images")
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+    if not is_int(ncols) or ncols < 1:
         raise ValueError(f"show_samples expects ncols >= 1; got {ncols!r}")
     ncols = min(ncols, len(images))
     nrows = -(-len(images) // ncols)

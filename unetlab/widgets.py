@@ -21,6 +21,7 @@ import cv2
 import ipywidgets as widgets
 import numpy as np
 
+from .checks import is_int
 from .synth import CLASS_NAMES, DefectConfig, make_sample
 from .viz import CLASS_COLORS, label_overlay
 
@@ -187,6 +188,6 @@ def defect_playground(cfg: DefectConfig | None = None, seed: int = 0) -> DefectP
     if not isinstance(cfg, DefectConfig):
         raise ValueError(f"defect_playground expects a DefectConfig (or None); got {type(cfg).__name__} {cfg!r}")
     lo, hi = SEED_RANGE
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not lo <= seed <= hi:
+    if not is_int(seed) or not lo <= seed <= hi:
         raise ValueError(f"defect_playground expects an int seed in [{lo}, {hi}]; got {seed!r}")
     return DefectPlayground(cfg, int(seed))

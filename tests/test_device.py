@@ -1,0 +1,73 @@
+"""Device, precision and memory-format choices, and the opt-in allocator setting that nothing makes silently."""
+
+import pytest
+import torch
+
+import unetlab.device as device
+from unetlab.device import autocast_dtype, default_device, keep_freed_memory_for_reuse, use_channels_last
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [
+    (True, True, "cuda"),  # CUDA wins even where an Apple GPU is there too
+    (False, True, "mps"),
+    (False, False, "cpu"),
+])
+def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert default_device() == torch.device(expected)
+
+
+def test_autocast_is_off_by_default_except_on_cuda(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("off", cuda) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert autocast_dtype("auto", cuda) == torch.float16  # a GPU without bfloat16 gets float16 (with scaling)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert autocast_dtype("auto", cuda) == torch.bfloat16
+    with pytest.raises(ValueError, match="amp='fp16' needs a CUDA or MPS device"):
+        autocast_dtype("fp16", cpu)
+
+
+def test_channels_last_is_on_except_on_mps():
+    assert use_channels_last("auto", torch.device("cpu")) and not use_channels_last("auto", torch.device("mps"))
+    assert use_channels_last(False, torch.device("cpu")) is False
+    with pytest.raises(ValueError, match="channels_last must be True, False or 'auto'"):
+        use_channels_last("yes", torch.device("cpu"))
+
+
+def test_training_never_changes_the_allocator_by_itself(monkeypatch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from unetlab.model import UNet
+    from unetlab.train import fit
+
+    calls = []
+    monkeypatch.setattr(device, "_MALLOC_TUNED", None)
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda *args: calls.append(args))  # would fail if it were called
+    images = torch.rand(4, 1, 16, 16)
+    fit(UNet(base=4), DataLoader(TensorDataset(images, (images > 0.5).float()), batch_size=2), epochs=1,
+        device="cpu", progress=False)
+    assert calls == [] and device._MALLOC_TUNED is None
+
+
+def test_the_allocator_setting_is_made_once_and_then_only_reported(monkeypatch):
+    class FakeLibc:
+        def __init__(self):
+            self.calls = []
+
+        def mallopt(self, option, value):
+            self.calls.append((option, value))
+            return 1
+
+    libc = FakeLibc()
+    monkeypatch.setattr(device, "_MALLOC_TUNED", None)
+    monkeypatch.setattr(device.sys, "platform", "linux")
+    monkeypatch.setattr(device.platform, "libc_ver", lambda: ("glibc", "2.39"))
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda *args: libc)
+    assert keep_freed_memory_for_reuse() is True and keep_freed_memory_for_reuse() is True
+    assert libc.calls == [(-4, 0), (-1, 2**30)]  # M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 1 GiB, set once
+    monkeypatch.setattr(device, "_MALLOC_TUNED", None)
+    monkeypatch.setattr(device.platform, "libc_ver", lambda: ("", ""))  # musl, or not Linux: nothing to do
+    assert keep_freed_memory_for_reuse() is False and len(libc.calls) == 2

@@ -1,0 +1,180 @@
+"""The checkpoint format: one file, written atomically, loaded with ``torch.load(weights_only=True)``.
+
+``torch.save`` writes to a temporary file in the same folder, then ``os.replace`` puts it in place, so an
+interrupted run never leaves a half-written checkpoint. The file holds only tensors, dicts, lists, strings and
+numbers (``weights_only=True`` cannot run code hidden in a file)::
+
+    format            "unetlab.checkpoint"
+    format_version    1
+    unetlab_version   the library version that wrote it
+    model_config      dict: ``UNet(**model_config)`` rebuilds the architecture
+    model_state       state_dict of the weights to use: the best epoch by validation Dice
+                      (the last epoch when there is no validation)
+    epoch             the epoch those weights come from (1-based), or None
+    history           History.to_dict() up to the last finished epoch, or None
+    data_config       plain dict describing the data (e.g. the DefectConfig as a dict), or None
+    train_state       what ``fit(..., resume=True)`` needs, or None (see :func:`train_state`)
+
+Epochs are counted from 1: ``epoch=3`` means "after three passes over the training data".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._version import __version__
+from .history import History
+from .io import atomic_write
+from .model import UNet
+
+CHECKPOINT_FORMAT = "unetlab.checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+def train_state(model_state: dict[str, Tensor], optimizer: torch.optim.Optimizer, *, epoch: int,
+                epochs: int | None = None, scheduler: str | None = None, schedule: Any = None,
+                scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+    """The ``train_state`` entry, the one place its layout is written: the LAST finished epoch's weights and
+    optimiser state, the scheduler's name and state, the gradient scaler's state, that ``epoch`` and the planned
+    number of ``epochs`` (None when no schedule depends on it)."""
+    return {
+        "epoch": epoch,
+        "epochs": epochs,
+        "model_state": model_state,
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler": scheduler,
+        "scheduler_state": schedule.state_dict() if schedule is not None else None,
+        "scaler_state": scaler.state_dict() if scaler is not None else {},
+    }
+
+
+def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dict[str, Tensor], *,
+                     epoch: int | None, history: History | None, data_config: dict | None,
+                     train_state: dict[str, Any] | None) -> Path:
+    """Write the checkpoint dict of the module docstring to ``path`` atomically; return the path."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict):
+        raise ValueError(f"only models with a config dict (like unetlab.UNet) can be checkpointed; "
+                         f"{type(model).__name__} has none")
+    if data_config is not None:
+        check_plain(data_config, "data_config")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "unetlab_version": __version__,
+        "model_config": dict(config),
+        "model_state": model_state,
+        "epoch": epoch,
+        "history": history.to_dict() if history is not None else None,
+        "data_config": data_config,
+        "train_state": train_state,
+    }
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    history: History | None = None,
+    data_config: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int | None = None,
+) -> Path:
+    """Write ``model`` (with its ``config``) to ``path`` atomically; return the path.
+
+    Args:
+        path: file to write; missing parent folders are created.
+        model: a model with a ``config`` dict such that ``UNet(**config)`` rebuilds it.
+        history: training history to keep beside the weights.
+        data_config: plain dict (int, float, str, bool, None, lists, tuples, dicts) describing the data.
+        optimizer: when given, its state is stored too, so ``fit(..., resume=True)`` can continue from here
+            (resuming also needs the ``history`` of the epochs done).
+        epoch: the epoch these weights come from (defaults to the history's length).
+    """
+    epoch = epoch if epoch is not None else (history.epochs if history is not None else None)
+    state = model.state_dict()
+    resumable = train_state(state, optimizer, epoch=epoch or 0) if optimizer is not None else None
+    return write_checkpoint(path, model, state, epoch=epoch, history=history, data_config=data_config,
+                            train_state=resumable)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
+    """Rebuild the UNet saved in ``path`` on ``device``, in eval mode, with its best weights.
+
+    Returns:
+        ``(model, info)`` where info has ``model_config``, ``data_config``, ``history`` (a :class:`History` or
+        None), ``epoch`` (of the weights) and ``unetlab_version``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is truncated, corrupt, not a unetlab checkpoint, or its weights do not fit the
+            architecture it describes. The message names the path and the problem.
+    """
+    path = Path(path)
+    payload = read_checkpoint(path, device)
+    try:
+        model = UNet(**payload["model_config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint {path} has an invalid model_config {payload['model_config']!r}: {err}") from err
+    load_weights(model, payload["model_state"], path)
+    model.to(device).eval()
+    info = {
+        "model_config": payload["model_config"],
+        "data_config": payload["data_config"],
+        "history": History.from_dict(payload["history"]) if payload["history"] is not None else None,
+        "epoch": payload["epoch"],
+        "unetlab_version": payload["unetlab_version"],
+    }
+    return model, info
+
+
+def read_checkpoint(path: Path, device: str | torch.device) -> dict[str, Any]:
+    """Load and check the checkpoint dict at ``path``; one clear error if anything is wrong."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch reports damage as RuntimeError, EOFError, KeyError, UnpicklingError, ...
+        raise ValueError(f"cannot read checkpoint {path}: it is truncated, corrupt, or not a weights-only torch file "
+                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no details'})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a unetlab checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r}; "
+                         f"found {found})")
+    if payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"checkpoint {path} has format version {payload.get('format_version')!r}; this unetlab "
+                         f"{__version__} reads version {CHECKPOINT_FORMAT_VERSION}")
+    return payload
+
+
+def load_weights(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
+    """``model.load_state_dict(state)``, with a ValueError naming the checkpoint when the weights do not fit."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"the weights in checkpoint {path} do not fit the model {model.config}: "
+                         f"{str(err).splitlines()[0]} ...") from err
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Raise ValueError unless ``value`` is built from dict, list, tuple, str, int, float, bool and None only.
+
+    Only such values load back with ``torch.load(weights_only=True)`` (a numpy float, for instance, does not).
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} keys must be strings; got {key!r}")
+            check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif type(value) not in (str, int, float, bool, type(None)):
+        raise ValueError(f"{where} is a {type(value).__module__}.{type(value).__name__}; store plain Python values "
+                         "(int, float, str, bool, None, lists, tuples, dicts), e.g. with float(x) or .item()")

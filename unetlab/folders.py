@@ -1,0 +1,289 @@
+"""Image folders on disk: read images and masks, the two folder layouts :class:`DefectFolder` reads, and writing
+a synthetic dataset as files.
+
+Items are the tensors of :mod:`unetlab.data` (``(image, mask)`` or ``(image, mask, labels)``). Real masks are
+binarised by one rule (:func:`binarize_mask`): a mask whose maximum is 0 or 1 is read as 0/1 (defect where
+value > 0); any other mask is a defect where value >= half its dtype's range (128 for 8-bit, 32768 for 16-bit),
+which keeps the inner half of anti-aliased edges. Colour masks are an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ._version import __version__
+from .checks import is_int
+from .data import SyntheticDefects, to_item
+from .synth import CLASS_NAMES, DefectConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """A grayscale image file as (H, W) float32 in [0, 1].
+
+    8-bit and 16-bit files are scaled by their full range. Colour images are converted to gray with OpenCV's
+    luma weights and a warning says so.
+    """
+    array = _read(path)
+    if array.ndim == 3:
+        warnings.warn(f"{path}: colour image ({array.shape[2]} channels) converted to grayscale", stacklevel=2)
+        code = cv2.COLOR_BGRA2GRAY if array.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        array = cv2.cvtColor(array, code)
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
+    if scale is None:
+        raise ValueError(f"{path}: expected an 8-bit or 16-bit image; got dtype {array.dtype}")
+    return array.astype(np.float32) / np.float32(scale)
+
+
+def read_mask(path: str | os.PathLike, threshold: int | str | None = None) -> np.ndarray:
+    """A binary mask file as (H, W) bool.
+
+    By default the mask must be binary: values {0, v} for one v > 0 (e.g. 0/255 or 0/1); anything else is an
+    error, because a silently binarised soft or JPEG-damaged mask would teach the wrong boundary. Pass
+    ``threshold`` to binarise explicitly: an int means defect where value > threshold; ``"auto"`` applies the
+    documented rule of :func:`binarize_mask` (what real masks with anti-aliased edges need).
+    """
+    array = _read(path)
+    if array.ndim == 3:
+        raise ValueError(f"{path}: a mask must be single-channel; got {array.shape[2]} channels")
+    if threshold == "auto":
+        return binarize_mask(array)
+    if threshold is not None:
+        return array > threshold
+    values = np.unique(array)
+    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
+        shown = ", ".join(str(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise ValueError(f"{path}: expected a binary mask (0 and one other value); found {len(values)} values "
+                         f"({shown}). Pass mask_threshold='auto' (see binarize_mask) or an int to binarise it.")
+    return array > 0
+
+
+def binarize_mask(array: np.ndarray) -> np.ndarray:
+    """The documented rule for real masks: (H, W) integer or bool array -> (H, W) bool, True on defects.
+
+    - maximum <= 1: the mask is encoded 0/1, so defect where ``value > 0``;
+    - otherwise: defect where ``value >= half the dtype's range`` (128 for uint8, 32768 for uint16). Masks drawn
+      as 0/255 with anti-aliased edges keep the pixels that are at least half covered.
+
+    Colour (H, W, C) masks, float masks and negative values are a ValueError: they have no unambiguous reading.
+    """
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"expected a single-channel (H, W) mask; got shape {array.shape}"
+                         + (" (a colour mask: save it as one gray channel)" if array.ndim == 3 else ""))
+    if array.dtype == bool:
+        return array.copy()
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"expected an integer mask (uint8, uint16 or 0/1); got dtype {array.dtype}")
+    if array.size == 0 or array.max() <= 1:
+        if array.size and array.min() < 0:
+            raise ValueError(f"mask values must be >= 0; found {array.min()}")
+        return array > 0
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"a mask with values above 1 must be uint8 or uint16 (its half range is the threshold); "
+                         f"got dtype {array.dtype} with maximum {array.max()}")
+    return array >= (np.iinfo(array.dtype).max + 1) // 2
+
+
+def _read(path: str | os.PathLike) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return array
+
+
+class DefectFolder(Dataset):
+    """Image/mask pairs from a folder, in either of two layouts (detected automatically):
+
+    - ``root/images/<stem>.*`` and ``root/masks/<stem>.*`` (same stem, any common image format), as written by
+      :func:`write_dataset` or the local real-data copy;
+    - the original magnetic-tile layout, ``root/MT_<Class>/Imgs/<stem>.jpg`` beside its mask ``<stem>.png``;
+      item stems become ``<Class>__<stem>`` so they stay unique across classes.
+
+    Images may have any size, 8 or 16 bits; colour is converted to gray (with a warning). Items are
+    ``(image, mask)`` tensors as in the module docstring; with ``return_labels=True`` the folder must also hold
+    ``labels/`` (class ids), as a synthetic one does.
+
+    Masks: ``mask_threshold=None`` (the default) requires strictly binary masks and names any file that is not;
+    an int binarises as value > threshold; ``"auto"`` applies :func:`binarize_mask`: a 0/1 mask is read as is,
+    any other as value >= half the dtype range (128 for 8-bit, 32768 for 16-bit). Real masks with anti-aliased
+    edges, such as the original magnetic-tile ones, need ``"auto"``.
+
+    Attributes:
+        stems: item names, sorted. image_paths, mask_paths: their files.
+        classes: one class name per item: the ``defect_class`` column of ``root/manifest.csv`` (columns
+            ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` folder, else the stem's
+            prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
+
+    Args:
+        root: the dataset folder.
+        mask_threshold: ``None``, an int >= 0, or ``"auto"`` (see above).
+        return_labels: also return (H, W) int64 class labels from ``root/labels/``.
+    """
+
+    def __init__(self, root: str | os.PathLike, mask_threshold: int | str | None = None,
+                 return_labels: bool = False) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data folder not found: {self.root}")
+        valid = mask_threshold in (None, "auto") or (is_int(mask_threshold) and mask_threshold >= 0)
+        if not valid:
+            raise ValueError(f"mask_threshold must be None, 'auto' or an int >= 0; got {mask_threshold!r}")
+        mt_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
+        if mt_folders and not (self.root / "images").is_dir():
+            if return_labels:
+                raise ValueError(f"{self.root} is in the magnetic-tile layout, which has no labels/ folder")
+            images, masks, folder_class = _mt_pairs(mt_folders)
+            where = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them"
+        else:
+            for sub in ("images", "masks") + (("labels",) if return_labels else ()):
+                if not (self.root / sub).is_dir():
+                    raise FileNotFoundError(f"{self.root} has no {sub}/ folder; expected {self.root}/images/ and "
+                                            f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
+                                            f"folders)")
+            images = _by_stem(self.root / "images")
+            masks = _by_stem(self.root / "masks")
+            folder_class = {}
+            where = f"in {self.root / 'images'} have no mask in {self.root / 'masks'}"
+        if not images:
+            raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        missing = sorted(set(images) - set(masks))
+        if missing:
+            raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(missing[:5])}"
+                             f"{', ...' if len(missing) > 5 else ''}")
+        self.stems = sorted(images)
+        self.image_paths = [images[s] for s in self.stems]
+        self.mask_paths = [masks[s] for s in self.stems]
+        manifest = _manifest_classes(self.root / "manifest.csv")
+        self.classes = [manifest.get(s) or folder_class.get(s) or _stem_class(s) for s in self.stems]
+        self.label_paths = None
+        if return_labels:
+            labels = _by_stem(self.root / "labels")
+            absent = [s for s in self.stems if s not in labels]
+            if absent:
+                raise ValueError(f"{len(absent)} image(s) have no labels in {self.root / 'labels'}: "
+                                 f"{', '.join(absent[:5])}")
+            self.label_paths = [labels[s] for s in self.stems]
+        self.mask_threshold = mask_threshold
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i`` as numpy: (H, W) float32 image in [0, 1] and (H, W) bool mask (checked to match)."""
+        image = read_image(self.image_paths[i])
+        mask = read_mask(self.mask_paths[i], self.mask_threshold)
+        if mask.shape != image.shape:
+            raise ValueError(f"mask {self.mask_paths[i]} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                             f"{self.image_paths[i]} is {image.shape[1]}x{image.shape[0]}")
+        return image, mask
+
+    def __getitem__(self, i: int):
+        image, mask = self.arrays(i)
+        if self.label_paths is None:
+            return to_item(image, mask)
+        labels = _read(self.label_paths[i])
+        if labels.shape != image.shape:
+            raise ValueError(f"labels {self.label_paths[i]} do not match the size of {self.image_paths[i]}")
+        return to_item(image, mask, labels)
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+
+
+def _mt_pairs(folders: list[Path]) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
+    """Images, masks and classes by stem ``<Class>__<stem>`` from ``MT_<Class>/Imgs/`` (.png = mask)."""
+    images, masks, classes = {}, {}, {}
+    for folder in folders:
+        if not (folder / "Imgs").is_dir():
+            raise FileNotFoundError(f"{folder} has no Imgs/ folder; expected {folder}/Imgs/<stem>.jpg images "
+                                    f"beside <stem>.png masks")
+        name = folder.name[len("MT_"):]
+        for path in (folder / "Imgs").iterdir():
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                key = f"{name}__{path.stem}"
+                (masks if path.suffix.lower() == ".png" else images)[key] = path
+                classes[key] = name
+    return images, masks, classes
+
+
+def _manifest_classes(path: Path) -> dict[str, str]:
+    """stem -> defect_class from a manifest.csv with those columns ({} when absent)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return {r["stem"]: r["defect_class"] for r in rows if r.get("stem") and r.get("defect_class")}
+
+
+def _stem_class(stem: str) -> str:
+    prefix, sep, _ = stem.partition("__")
+    return prefix if sep and prefix else "defect"
+
+
+def write_dataset(out: str | os.PathLike, n: int, cfg: DefectConfig | None = None, seed: int = 0, *,
+                  start: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write ``n`` synthetic samples as 8-bit PNGs: ``images/``, ``masks/`` (0/255), ``labels/`` (class ids).
+
+    ``dataset.json`` records the config, seed, start index, counts per class and the unetlab version. The folder
+    is built beside ``out`` and renamed into place only when complete, so an interrupted run leaves no
+    half-written dataset. An existing non-empty ``out`` is an error unless ``overwrite=True`` (then it is
+    replaced whole, never mixed with the new files).
+
+    Returns:
+        The dataset folder.
+    """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out} already exists and is not empty; choose another folder or pass "
+                                  f"overwrite=True (--overwrite) to replace it")
+    ds = SyntheticDefects(n, cfg, seed, start)  # validates n, cfg, seed
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for sub in ("images", "masks", "labels"):
+            (tmp / sub).mkdir()
+        class_pixels = np.zeros(len(CLASS_NAMES), np.int64)
+        defect_free = 0
+        width = max(5, len(str(n - 1)))
+        for i in tqdm(range(n), desc=f"writing {out.name}", disable=not progress, unit="img"):
+            image, labels = ds.sample(i)
+            name = f"{i:0{width}d}.png"
+            for sub, array in (("images", image), ("masks", (labels > 0).astype(np.uint8) * 255),
+                               ("labels", labels)):
+                if not cv2.imwrite(str(tmp / sub / name), array):
+                    raise OSError(f"could not write {tmp / sub / name}")
+            class_pixels += np.bincount(labels.ravel(), minlength=len(CLASS_NAMES))
+            defect_free += not labels.any()
+        meta = {"unetlab_version": __version__, "n": n, "seed": seed, "start": start,
+                "config": ds.cfg.to_dict(), "class_names": list(CLASS_NAMES),
+                "class_pixels": dict(zip(CLASS_NAMES, class_pixels.tolist())), "defect_free_images": defect_free}
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

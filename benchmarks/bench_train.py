@@ -23,7 +23,7 @@ import torch
 
 from unetlab.losses import BCEDiceLoss
 from unetlab.model import UNet
-from unetlab.train import keep_freed_memory_for_reuse
+from unetlab.device import keep_freed_memory_for_reuse
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,8 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--default-malloc",
         action="store_true",
-        help="leave glibc's allocator as it is (fit() on the CPU keeps freed memory for reuse: "
-        "unetlab.train.keep_freed_memory_for_reuse)",
+        help="leave glibc's allocator as it is (by default this benchmark keeps freed memory for reuse, as "
+        "unetlab demo/train do on a CPU: unetlab.keep_freed_memory_for_reuse)",
     )
     args = parser.parse_args()
     for name in ("steps", "repeats", "batch", "size", "base"):

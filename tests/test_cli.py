@@ -54,3 +54,34 @@ def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, ca
 def test_python_dash_m_unetlab_is_the_same_command():
     done = subprocess.run([sys.executable, "-m", "unetlab", "--help"], capture_output=True, text=True, check=True)
     assert "demo" in done.stdout and "generate" in done.stdout and "evaluate" in done.stdout
+
+
+def test_run_sizes_come_from_config_and_the_log_names_quick_runs_with_overrides(monkeypatch):
+    import dataclasses
+
+    from unetlab.cli import _sizes, build_parser
+    from unetlab.config import FULL, QUICK, QUICK_MULTICLASS
+
+    monkeypatch.delenv("UNETLAB_QUICK", raising=False)
+    parse = build_parser().parse_args
+    assert _sizes(parse(["demo"])) == (FULL, "full sizes")
+    assert _sizes(parse(["demo", "--quick", "--epochs", "2"])) == (dataclasses.replace(QUICK, epochs=2),
+                                                                    "quick sizes, --epochs 2")
+    assert _sizes(parse(["train", "--task", "multiclass", "--quick"]))[0] == QUICK_MULTICLASS
+    monkeypatch.setenv("UNETLAB_QUICK", "1")
+    sizes, label = _sizes(parse(["train", "--n-train", "4", "--crop", "0"]))
+    assert sizes == dataclasses.replace(QUICK, n_train=4) and label == "quick sizes, --n-train 4, --crop 0"
+
+
+def test_the_allocator_setting_is_explicit_said_and_can_be_refused(monkeypatch, capsys):
+    import unetlab.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory_for_reuse", lambda: calls.append(1) or True)
+    cli._tune_allocator(cli.build_parser().parse_args(["train", "--device", "cpu"]))
+    assert calls == [1] and "glibc keeps freed memory" in capsys.readouterr().out
+    cli._tune_allocator(cli.build_parser().parse_args(["train", "--device", "cpu", "--no-keep-freed-memory"]))
+    assert calls == [1] and capsys.readouterr().out == ""
+    done = subprocess.run([sys.executable, "-m", "unetlab", "demo", "--help"], capture_output=True, text=True,
+                          check=True)
+    assert "--keep-freed-memory" in done.stdout and "process-wide" in done.stdout

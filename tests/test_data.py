@@ -116,3 +116,37 @@ def test_a_window_larger_than_the_image_or_not_a_whole_pixel_count_is_refused(cr
         SyntheticDefects(2, DefectConfig(size=64), crop=16, defect_share=1.5)
     with pytest.raises(ValueError, match="larger than the images"):
         make_loaders(DefectConfig(size=64), RunSizes(n_train=2, n_val=1, n_test=1, epochs=1, batch_size=1, crop=128))
+
+
+def test_loaders_take_their_sizes_from_the_caller_never_from_the_run_mode(monkeypatch):
+    monkeypatch.setenv("UNETLAB_QUICK", "1")
+    sizes = RunSizes(n_train=5, n_val=2, n_test=3, epochs=1, batch_size=5, image_size=32)
+    assert [len(loader.dataset) for loader in make_loaders(sizes=sizes).values()] == [5, 2, 3]
+    with pytest.raises(ValueError, match=r"make_loaders needs sizes: pass unetlab.run_sizes\(\)"):
+        make_loaders(DefectConfig(size=32))
+
+
+def test_one_array_to_tensor_path_for_every_dataset():
+    gray = np.array([[0, 128], [255, 64]], np.uint8)
+    labels = np.array([[0, 2], [3, 0]], np.uint8)
+    image, mask, ids = to_item(gray, labels, labels)
+    assert image.shape == mask.shape == (1, 2, 2) and image.dtype == mask.dtype == torch.float32
+    assert torch.equal(image[0], torch.from_numpy(gray).float() / 255)
+    assert mask[0].tolist() == [[0.0, 1.0], [1.0, 0.0]] and ids.dtype == torch.int64 and ids.tolist() == labels.tolist()
+    flipped = np.array([[0.25, 0.5]], np.float32)[:, ::-1]  # a view with a negative stride, as flips give
+    image, mask = to_item(flipped, np.array([[True, False]]))
+    assert image[0].tolist() == [[0.5, 0.25]] and mask[0].tolist() == [[1.0, 0.0]]
+
+
+def test_stack_items_builds_each_item_once():
+    ds = SyntheticDefects(4, SMALL, seed=1, return_labels=True)
+    built = []
+    original = ds.sample
+    ds.sample = lambda i: built.append(i) or original(i)
+    images, masks, labels = stack_items(ds, [3, 1])
+    assert built == [3, 1]
+    assert images.shape == masks.shape == labels.shape == (2, 64, 64)
+    assert images.dtype == masks.dtype == np.float32 and labels.dtype == np.int64
+    np.testing.assert_array_equal(images[0], ds[3][0][0].numpy())
+    np.testing.assert_array_equal(masks[1], (labels[1] > 0).astype(np.float32))
+    assert len(stack_items(SyntheticDefects(2, SMALL), [0])) == 2  # no labels: (images, masks)

@@ -7,11 +7,14 @@ import torch
 from unetlab.metrics import (
     InstanceCount,
     MetricAccumulator,
+    class_dice,
     class_recall,
     confusion_counts,
     instance_recall,
     per_image_scores,
+    pooled_from_counts,
     pooled_scores,
+    scores_by_class,
     scores_from_counts,
 )
 
@@ -177,3 +180,27 @@ def test_bad_inputs_get_clear_messages():
         class_recall(a, a.float())
     with pytest.raises(ValueError, match=r"min_fraction in \(0, 1\]; got 0"):
         instance_recall(a, a, min_fraction=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pooled scores and class Dice: one definition each
+
+
+def test_pooled_from_counts_sums_first_then_takes_one_ratio():
+    # Two images: (tp, fp, fn) = (2, 1, 1) and (0, 3, 0). Pooled: 2, 4, 1 -> Dice 4/9, precision 1/3, recall 2/3.
+    scores = pooled_from_counts(torch.tensor([2, 0]), np.array([1, 3]), torch.tensor([1, 0]))
+    assert scores == pytest.approx({"dice": 4 / 9, "iou": 2 / 7, "precision": 1 / 3, "recall": 2 / 3})
+    assert pooled_from_counts(0, 0, 0) == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0}  # 0 / 0 = 1
+    pred, truth = _masks(["110", "010"], ["000", "001"]), _masks(["100", "011"], ["000", "000"])
+    tp, fp, fn, _ = confusion_counts(pred, truth)
+    assert pooled_scores(pred, truth) == pooled_from_counts(tp, fp, fn)
+
+
+def test_class_dice_averages_the_classes_with_truth_pixels_only():
+    # Class 0: tp 1, fp 1, fn 1 -> 1/2. Class 1: perfect -> 1. Class 2: nothing to find but 4 false alarms.
+    tp, fp, fn = [1, 3, 0], [1, 0, 4], [1, 0, 0]
+    by_class = scores_by_class(tp, fp, fn)
+    assert by_class["dice"][:2] == pytest.approx([0.5, 1.0]) and math.isnan(by_class["dice"][2])
+    assert class_dice(tp, fp, fn) == pytest.approx(0.75)  # (1/2 + 1) / 2: class 2 takes no part
+    assert math.isnan(class_dice([0, 0], [5, 0], [0, 0]))  # no truth pixel in any class: nothing to average
+

@@ -168,3 +168,25 @@ def test_cli_refuses_a_window_larger_than_the_images(tmp_path, capsys):
         main(["train", "--quick", "--crop", "32", "--data", str(tmp_path), "--out", str(tmp_path / "d")])
     with pytest.raises(SystemExit, match="--crop must be a multiple of 8 for a depth-3 UNet; got 100"):
         main(["train", "--task", "multiclass", "--quick", "--crop", "100", "--out", str(tmp_path / "c")])
+
+
+class _ReadsTheClass(torch.nn.Module):
+    """A 'model' whose argmax is the class written in the image as gray level k / 4, so scores are known."""
+
+    config = {"in_channels": 1, "out_channels": 4, "depth": 0}
+
+    def forward(self, x):
+        return torch.nn.functional.one_hot((x[:, 0] * 4).long().clamp(max=3), 4).permute(0, 3, 1, 2).float()
+
+
+def test_mean_dice_is_the_class_dice_of_the_defect_classes_present():
+    # Truth: background and scratch only. The model finds the scratch exactly and calls one background pixel
+    # crack: crack has Dice 0 (a false alarm, nothing to find), stain 1 (0 / 0). Class Dice leaves both out.
+    images = torch.zeros(1, 1, 4, 4)
+    images[0, 0, 0, :2] = 0.25  # scratch, predicted scratch
+    labels = (images[:, 0] * 4).long()
+    images[0, 0, 3, 3] = 0.5  # a background pixel the model calls crack
+    loader = DataLoader(TensorDataset(images, (labels > 0).float()[:, None], labels), batch_size=1)
+    scores = evaluate_multiclass(_ReadsTheClass(), loader, device="cpu", progress=False)
+    assert (scores["dice"]["scratch"], scores["dice"]["crack"], scores["dice"]["stain"]) == (1.0, 0.0, 1.0)
+    assert scores["mean_dice"] == 1.0 and scores["mean_iou"] == 1.0

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from unetlab import UNet, save_checkpoint
+from unetlab.baseline import tune_baseline
 from unetlab.real import RealSet
 from unetlab.sim2real import Experiment, finetune, predict_masks, run_experiments, score_masks
 
@@ -46,6 +47,20 @@ def test_score_masks_by_hand():
         score_masks(preds[:2], real)
     with pytest.raises(ValueError, match="shape"):
         score_masks([p[:, :3] for p in preds], real)
+
+
+def test_score_masks_and_tune_baseline_share_one_class_dice():
+    real = _fake_real()
+    baseline, rows = tune_baseline(real.images, real.masks, grid={"offset": [10.0, 30.0]}, progress=False,
+                                   classes=real.classes)
+    scores = score_masks([baseline.predict(image) for image in real.images], real)
+    assert scores["class_dice"] == pytest.approx(rows[0]["class_dice"])  # the same images, the same definition
+    assert set(scores["per_class"]) == {"Dark"}  # "Free" has no defect pixel: it takes no part
+    # Without a single defect pixel there is nothing to average: NaN in both, never a made-up 1.0.
+    empty = RealSet(real.images, [np.zeros_like(m) for m in real.masks], real.classes, real.stems)
+    assert np.isnan(score_masks([np.zeros_like(m) for m in empty.masks], empty)["class_dice"])
+    with pytest.raises(ValueError, match="class Dice needs defect pixels in at least one image"):
+        tune_baseline(empty.images, empty.masks, grid={"offset": [10.0]}, progress=False, classes=empty.classes)
 
 
 def test_finetune_learns_the_fake_defects_and_predictions_keep_every_size():

@@ -298,3 +298,9 @@ def test_fit_rejects_bad_loaders_before_training():
     with pytest.raises(ValueError, match=r"expected batches \(images, masks\)"):
         fit(model, [torch.rand(2, 1, 32, 32)], **FAST)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # nothing was trained
+
+
+def test_a_nan_validation_dice_never_wins_the_best_epoch():
+    # A multi-class validation set without any defect pixel has no class Dice (NaN): that epoch is never "best".
+    assert History(train_loss=[1.0, 0.9, 0.8], val_dice=[float("nan"), 0.4, 0.3]).best_epoch == 2
+    assert History(train_loss=[1.0, 0.9], val_dice=[float("nan")] * 2).best_epoch == 1

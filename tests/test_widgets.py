@@ -1,8 +1,6 @@
 """The slider playground (unetlab.widgets) and the sample pictures it shares with unetlab.viz, headless."""
 
 import dataclasses
-import statistics
-import time
 
 import cv2
 import matplotlib
@@ -12,6 +10,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import unetlab.widgets as widgets_module  # noqa: E402
 from unetlab.synth import CLASS_NAMES, DefectConfig, make_sample  # noqa: E402
 from unetlab.viz import CLASS_COLORS, label_overlay, show_samples  # noqa: E402
 from unetlab.widgets import PANEL_PX, SEED_RANGE, defect_playground, render_preview  # noqa: E402
@@ -98,15 +97,17 @@ def test_playgrounds_are_independent():
     assert b.seed == 0
 
 
-def test_update_is_fast_at_the_default_size():
+def test_an_update_draws_one_sample_once(monkeypatch):
+    # What keeps an update within its 150 ms budget (measured: benchmarks/bench_widgets.py): one moved slider
+    # costs one sample and one redraw, never a cascade of them.
     pg = defect_playground()
-    times = []
+    drawn = []
+    monkeypatch.setattr(widgets_module, "make_sample",
+                        lambda cfg, seed: drawn.append(seed) or make_sample(cfg, seed))
     for seed in range(1, 6):
-        start = time.perf_counter()
         pg.controls["seed"].value = seed
-        times.append(time.perf_counter() - start)
-    assert pg.renders == 6
-    assert statistics.median(times) < 0.150  # the issue's budget per update (measured ~11 ms)
+    pg.controls["brightness"].value = (90.0, 90.0)
+    assert drawn == [1, 2, 3, 4, 5, 5] and pg.renders == 7
 
 
 def test_render_preview_is_pure():

@@ -116,7 +116,7 @@ class DefectFolder(Dataset):
       item stems become ``<Class>__<stem>`` so they stay unique across classes.
 
     Images may have any size, 8 or 16 bits; colour is converted to gray (with a warning). Items are
-    ``(image, mask)`` tensors as in the module docstring; with ``return_labels=True`` the folder must also hold
+    ``(image, mask)`` tensors as in :mod:`unetlab.data`; with ``return_labels=True`` the folder must also hold
     ``labels/`` (class ids), as a synthetic one does.
 
     Masks: ``mask_threshold=None`` (the default) requires strictly binary masks and names any file that is not;

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from unetlab.model import UNet, count_parameters, receptive_field
+from unetlab.model import MAX_DEPTH, MAX_PARAMETERS, UNet, count_parameters, parameter_count, receptive_field
 
 
 def _rand(*shape, seed=0, dtype=torch.float32):
@@ -101,11 +101,31 @@ def test_non_tensor_input():
         UNet(base=2)(_rand(1, 1, 8, 8).numpy())
 
 
-@pytest.mark.parametrize("kwargs", [dict(depth=0), dict(base=-1), dict(in_channels=1.5), dict(out_channels=True)])
+@pytest.mark.parametrize("kwargs", [dict(base=-1), dict(in_channels=1.5), dict(out_channels=True)])
 def test_bad_constructor_arguments(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=f"UNet {name} must be an int >= 1"):
         UNet(**kwargs)
+
+
+@pytest.mark.parametrize("depth", [0, 30, 10**9, 2.0])
+def test_depth_is_bounded(depth):
+    with pytest.raises(ValueError, match=rf"UNet depth must be an int in \[1, {MAX_DEPTH}\]; got {depth!r}"):
+        UNet(depth=depth)
+
+
+@pytest.mark.parametrize("kwargs", [dict(base=10**6), dict(base=512, depth=8), dict(in_channels=10**9)])
+def test_a_model_too_large_to_allocate_is_refused_before_any_allocation(kwargs):
+    # Each of these would ask for gigabytes to terabytes; the check is arithmetic on the config, so it is instant.
+    with pytest.raises(ValueError, match=r"would have [\d,]+ parameters .* at most 100,000,000"):
+        UNet(**kwargs)
+    assert parameter_count(**{**dict(in_channels=1, out_channels=1, base=16, depth=2), **kwargs}) > MAX_PARAMETERS
+
+
+@pytest.mark.parametrize("config", [dict(), dict(base=3, depth=1), dict(in_channels=2, out_channels=4, base=8, depth=4)])
+def test_parameter_count_from_the_config_equals_the_built_model(config):
+    model = UNet(**config)
+    assert parameter_count(**model.config) == count_parameters(model)
 
 
 def test_count_parameters_by_hand():

@@ -33,6 +33,12 @@ from torch import Tensor, nn
 
 from .checks import is_int
 
+# What a config (e.g. one read from a checkpoint file) may ask for, checked before anything is allocated.
+# depth 8 already needs images whose sides are multiples of 256; 100 million parameters are 400 MB of float32
+# weights, about 850 times the tutorial's UNet(base=16, depth=2) and 13 times UNet(base=32, depth=4).
+MAX_DEPTH = 8
+MAX_PARAMETERS = 100_000_000
+
 
 class DoubleConv(nn.Sequential):
     """(3x3 conv -> BatchNorm -> ReLU) x 2: (B, in_ch, H, W) -> (B, out_ch, H, W).
@@ -92,19 +98,25 @@ class UNet(nn.Module):
 
     ``self.config`` holds the four arguments as plain data, so ``UNet(**model.config)`` rebuilds the model
     (checkpoints store it beside the state_dict).
+
+    Bounds: ``depth`` is at most :data:`MAX_DEPTH` and the model at most :data:`MAX_PARAMETERS` parameters
+    (:func:`parameter_count`, computed from the arguments before anything is allocated), so a config read from
+    a file cannot make the program allocate until the kernel kills it. Anything else is a ValueError.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base: int = 16, depth: int = 2) -> None:
         super().__init__()
-        for name, value, minimum in (
-            ("in_channels", in_channels, 1),
-            ("out_channels", out_channels, 1),
-            ("base", base, 1),
-            ("depth", depth, 1),
-        ):
-            if not is_int(value) or value < minimum:
-                raise ValueError(f"UNet {name} must be an int >= {minimum}; got {value!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("base", base)):
+            if not is_int(value) or value < 1:
+                raise ValueError(f"UNet {name} must be an int >= 1; got {value!r}")
+        if not is_int(depth) or not 1 <= depth <= MAX_DEPTH:
+            raise ValueError(f"UNet depth must be an int in [1, {MAX_DEPTH}]; got {depth!r}")
         in_channels, out_channels, base, depth = int(in_channels), int(out_channels), int(base), int(depth)
+        n = parameter_count(in_channels, out_channels, base, depth)
+        if n > MAX_PARAMETERS:
+            raise ValueError(f"UNet(in_channels={in_channels}, out_channels={out_channels}, base={base}, "
+                             f"depth={depth}) would have {n:,} parameters ({4 * n / 2**30:,.1f} GiB of float32 "
+                             f"weights); unetlab builds at most {MAX_PARAMETERS:,} (MAX_PARAMETERS)")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, base=base, depth=depth)
         self.multiple = 2**depth
         widths = [base * 2**level for level in range(depth + 1)]  # channels at each resolution level
@@ -155,6 +167,21 @@ class UNet(nn.Module):
                 f"UNet expects a floating-point input of shape (B, {self.config['in_channels']}, H, W) with H and W "
                 f"divisible by {self.multiple}; got {x.dtype} of shape {tuple(x.shape)}"
             )
+
+
+def parameter_count(in_channels: int, out_channels: int, base: int, depth: int) -> int:
+    """Trainable parameters of ``UNet(in_channels, out_channels, base, depth)``, from the arguments alone.
+
+    Arithmetic on plain ints, so it is instant for any size: :class:`UNet` checks it before building anything.
+    Equals :func:`count_parameters` of the built model.
+    """
+    def double_conv(i: int, o: int) -> int:  # two bias-free 3x3 convs, two BatchNorms (weight and bias)
+        return 9 * i * o + 9 * o * o + 4 * o
+
+    widths = [base * 2**level for level in range(depth + 1)]
+    down = double_conv(in_channels, base) + sum(double_conv(widths[i - 1], widths[i]) for i in range(1, depth + 1))
+    up = sum(4 * widths[i + 1] * widths[i] + widths[i] + double_conv(2 * widths[i], widths[i]) for i in range(depth))
+    return down + up + base * out_channels + out_channels  # + the 1x1 head with its bias
 
 
 def count_parameters(model: nn.Module) -> int:

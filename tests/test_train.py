@@ -13,7 +13,7 @@ import unetlab
 from unetlab.evaluate import evaluate
 from unetlab.losses import BCEDiceLoss
 from unetlab.model import UNet
-from unetlab.checkpoint import load_checkpoint, save_checkpoint
+from unetlab.checkpoint import load_checkpoint, save_checkpoint, weights_digest
 from unetlab.history import History
 from unetlab.train import fit
 
@@ -254,10 +254,12 @@ def test_load_checkpoint_errors_name_the_file_and_the_problem(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     payload = torch.load(good, weights_only=True)
     payload["model_config"]["base"] = 8
+    payload["sha256"] = weights_digest(payload)  # consistent, so the check that follows the digest answers
     torch.save(payload, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="mismatch.pt do not fit"):
         load_checkpoint(tmp_path / "mismatch.pt")
     payload["model_config"]["depth"] = 0
+    payload["sha256"] = weights_digest(payload)
     torch.save(payload, tmp_path / "bad_config.pt")
     with pytest.raises(ValueError, match="invalid model_config"):
         load_checkpoint(tmp_path / "bad_config.pt")

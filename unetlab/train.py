@@ -227,7 +227,7 @@ class _Run:
     def resume(self, path: Path, with_validation: bool) -> dict | None:
         """Load the training state of ``path`` into the model, optimiser, schedule, scaler and history; return the
         checkpoint's data_config. Refuses a checkpoint this run cannot continue, saying why."""
-        payload = read_checkpoint(path, self.device)
+        payload = read_checkpoint(path)
         config = getattr(self.model, "config", None)
         if payload["model_config"] != config:
             raise ValueError(f"cannot resume from {path}: it holds UNet({payload['model_config']}) "

@@ -306,3 +306,55 @@ def test_a_nan_validation_dice_never_wins_the_best_epoch():
     # A multi-class validation set without any defect pixel has no class Dice (NaN): that epoch is never "best".
     assert History(train_loss=[1.0, 0.9, 0.8], val_dice=[float("nan"), 0.4, 0.3]).best_epoch == 2
     assert History(train_loss=[1.0, 0.9], val_dice=[float("nan")] * 2).best_epoch == 1
+
+
+def _with_masks(masks_scale: float = 1.0, nan_image: bool = False, n: int = 8, bad_batch: int = 0) -> DataLoader:
+    """The toy batches with batch ``bad_batch`` spoiled: its masks times ``masks_scale``, or a NaN pixel."""
+    images = torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    masks = (images > 0.5).float()
+    rows = slice(4 * bad_batch, 4 * bad_batch + 4)
+    masks[rows] *= masks_scale
+    if nan_image:
+        images[4 * bad_batch, 0, 3, 3] = float("nan")
+    return DataLoader(TensorDataset(images, masks), batch_size=4)
+
+
+@pytest.mark.parametrize("bad_batch", [0, 1])
+def test_fit_refuses_0_255_masks_on_any_batch(bad_batch, tmp_path):
+    with pytest.raises(ValueError, match=r"masks: expected 0 \(background\) and 1 \(defect\) only; got values "
+                                         r"0\.\.255 .*divide by 255"):
+        fit(tiny_unet(), _with_masks(255, bad_batch=bad_batch), epochs=1, checkpoint=tmp_path / "m.pt", **FAST)
+    assert not (tmp_path / "m.pt").exists()  # nothing trained on them was saved
+    with pytest.raises(ValueError, match="val_loader: masks: expected 0"):
+        fit(tiny_unet(), loader(), _with_masks(255), epochs=1, **FAST)
+
+
+@pytest.mark.parametrize("bad_batch", [0, 1])
+def test_fit_refuses_nan_images_and_saves_no_nan_checkpoint(bad_batch, tmp_path):
+    with pytest.raises(ValueError, match="images: expected values in \\[0, 1\\]; got NaN or infinite pixel values"):
+        fit(tiny_unet(), _with_masks(nan_image=True, bad_batch=bad_batch), epochs=2, checkpoint=tmp_path / "m.pt",
+            **FAST)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_epoch(tmp_path):
+    calls = []
+    bce_dice = BCEDiceLoss()
+
+    def blows_up_in_epoch_two(logits, masks):
+        calls.append(1)
+        return bce_dice(logits, masks) * (float("nan") if len(calls) == 10 else 1.0)  # 4 + 4 val, then 2
+
+    with pytest.raises(ValueError, match=r"training diverged in epoch 2, batch 2: the loss is nan.*lower lr"):
+        fit(tiny_unet(), loader(), loader(seed=1), epochs=3, checkpoint=tmp_path / "m.pt",
+            loss_fn=blows_up_in_epoch_two, **FAST)
+    model, info = load_checkpoint(tmp_path / "m.pt")
+    assert info["history"].epochs == 1 and all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+@pytest.mark.parametrize("make", [lambda: iter(loader()), lambda: (batch for batch in loader())])
+def test_fit_refuses_a_one_shot_iterator_without_consuming_it(make):
+    batches = make()
+    with pytest.raises(ValueError, match="train_loader is a one-shot iterator .* pass a re-iterable"):
+        fit(tiny_unet(), batches, epochs=1, **FAST)
+    assert len(list(batches)) == 4  # all four batches are still there

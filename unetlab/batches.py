@@ -2,6 +2,7 @@
 
 A batch is ``(images, masks)`` or ``(images, masks, labels)``, as the datasets of :mod:`unetlab.data` yield
 them: images (B, C, H, W) float in [0, 1], masks (B, 1, H, W) in {0, 1}, labels (B, H, W) integer class ids.
+:func:`split_batch` checks the form, :func:`check_values` the values (what :func:`unetlab.fit` trains on).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+
+from .checks import check_unit_values
 
 
 def split_batch(batch: Any, in_channels: int | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -44,3 +47,26 @@ def split_batch(batch: Any, in_channels: int | None = None) -> tuple[Tensor, Ten
     if not images.is_floating_point():
         raise ValueError(f"expected float images in [0, 1]; got {images.dtype}")
     return images, masks, labels
+
+
+def check_values(images: Tensor, masks: Tensor, labels: Tensor | None = None, n_classes: int = 1) -> None:
+    """ValueError unless the images are finite and in [0, 1], the masks hold only 0 and 1, and (when
+    ``n_classes > 1``) the labels are class ids in [0, n_classes).
+
+    One pass over each tensor and a single device synchronisation when all is well, cheap beside a training
+    step; the message (worked out only on failure) says what was expected and what came: 0/255 masks, NaN
+    pixels, 8-bit images, out-of-range class ids.
+    """
+    multiclass = n_classes > 1
+    ok = ((images >= 0) & (images <= 1)).all() & ((masks == 0) | (masks == 1)).all()  # NaN fails both compares
+    if multiclass and not labels.is_floating_point():
+        ok = ok & (labels >= 0).all() & (labels < n_classes).all()
+    if bool(ok) and not (multiclass and labels.is_floating_point()):
+        return
+    if multiclass and (labels.is_floating_point() or labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must be integer class ids in [0, {n_classes}); got {labels.dtype} values "
+                         f"{labels.min().item()}..{labels.max().item()}")
+    check_unit_values(images, "images: expected", uint8=False)
+    lo, hi = masks.min().item(), masks.max().item()
+    hint = " (0/255 masks: divide by 255, or binarise them with unetlab.binarize_mask)" if hi > 1 else ""
+    raise ValueError(f"masks: expected 0 (background) and 1 (defect) only; got values {lo:g}..{hi:g}{hint}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .batches import split_batch
+from .batches import check_values, split_batch
 from .checkpoint import check_plain, load_weights, read_checkpoint, train_state, write_checkpoint
 from .checks import is_int, is_real
 from .device import autocast_dtype, default_device, use_channels_last
@@ -46,9 +46,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             labels (multi-class: class 0 background, 1 scratch, 2 crack, 3 stain). It is moved to ``device``
             and trained in place; afterwards it holds the LAST epoch's weights (the best ones are in the
             checkpoint).
-        train_loader: re-iterable batches ``(images, masks)`` or ``(images, masks, labels)``; images
-            (B, C, H, W) float in [0, 1], masks (B, 1, H, W) in {0, 1}, labels (B, H, W) int64 class ids
-            (required for a multi-class model, ignored by a binary one).
+        train_loader: re-iterable batches ``(images, masks)`` or ``(images, masks, labels)`` (a DataLoader or a
+            list, not a one-shot iterator: it is passed over once per epoch); images (B, C, H, W) float in
+            [0, 1], masks (B, 1, H, W) in {0, 1}, labels (B, H, W) int64 class ids (required for a multi-class
+            model, ignored by a binary one). Every batch is checked (:func:`unetlab.batches.check_values`).
         val_loader: same kind of batches, evaluated after every epoch: the loss and the Dice (binary: pooled, at
             threshold 0.5; multi-class: the class Dice of the argmax over the defect classes 1..K-1, see
             :mod:`unetlab.metrics`); None skips validation.
@@ -79,8 +80,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         History of all epochs (including those loaded when resuming).
 
     Raises:
-        ValueError: bad arguments, an empty loader or batches of the wrong shape (checked on the first batch of
-            each loader before training starts), or a checkpoint that cannot be resumed.
+        ValueError: bad arguments, a one-shot iterator or an empty loader, batches of the wrong shape or values
+            (checked on the first batch of each loader before training starts, and on every batch as it comes),
+            a loss that turns NaN or infinite (training diverged: the checkpoint keeps the last finished epoch),
+            or a checkpoint that cannot be resumed.
         KeyboardInterrupt: re-raised unchanged when you stop a run; the checkpoint on disk still holds the last
             finished epoch (resume with ``resume=True``).
     """
@@ -136,11 +139,16 @@ class _Run:
         self.history, self.best_state = History(), None
         self.status: dict[str, str] = {}  # the progress bar's postfix: running loss, last validation Dice
 
-    def target(self, batch: Any) -> tuple[Tensor, Tensor]:
-        """(images, target) of one batch on the device: the masks for a binary model, the labels otherwise."""
-        images, masks, labels = split_batch(batch, self.in_channels)
-        target = labels if self.n_classes > 1 else masks
-        return images.to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
+    def target(self, batch: Any, name: str) -> tuple[Tensor, Tensor]:
+        """(images, target) of one batch of loader ``name`` on the device, checked: the masks for a binary model,
+        the labels otherwise."""
+        images, masks, labels = (t.to(self.device, non_blocking=True) if t is not None else None
+                                 for t in split_batch(batch, self.in_channels))
+        try:
+            check_values(images, masks, labels, self.n_classes)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        return images, labels if self.n_classes > 1 else masks
 
     def predicted(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """(B, H, W) predicted and true class ids: the mask at probability 0.5 (binary), or the argmax."""
@@ -171,12 +179,16 @@ class _Run:
         """
         self.model.train()
         loss_sum, n, lr = 0.0, 0, math.nan
-        for batch in loader:
-            images, target = self.target(batch)
+        for step, batch in enumerate(loader, 1):
+            images, target = self.target(batch, "train_loader")
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast:
                 logits = self.model(images)
             loss = self.loss_fn(logits.float(), target)
+            if not math.isfinite(loss.item()):
+                raise ValueError(f"training diverged in epoch {self.history.epochs + 1}, batch {step}: the loss is "
+                                 f"{loss.item()}; the checkpoint keeps the last finished epoch. Try a lower lr, or "
+                                 f"amp='off' if mixed precision is on")
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -200,7 +212,7 @@ class _Run:
         loss_sum, n = 0.0, 0
         matrix = torch.zeros(k, k, dtype=torch.int64, device=self.device)  # pixels, [true][predicted]
         for batch in loader:
-            images, target = self.target(batch)
+            images, target = self.target(batch, "val_loader")
             with self.autocast:
                 logits = self.model(images).float()
             loss_sum += self.loss_fn(logits, target).item() * len(images)
@@ -303,8 +315,11 @@ def _check_arguments(*, epochs, lr, scheduler, seed, resume, checkpoint, data_co
 
 
 def _check_loader(loader: Iterable, name: str, in_channels: int | None, n_classes: int = 1) -> int | None:
-    """Check that ``loader`` is not empty and that its first batch has the right shapes (and labels in
-    [0, n_classes) for a multi-class model); return len or None."""
+    """Check that ``loader`` is re-iterable and not empty and that its first batch has the right shapes and values
+    (see :mod:`unetlab.batches`); return len or None."""
+    if isinstance(loader, Iterator):  # taking its first batch here would lose it, and a second epoch gets none
+        raise ValueError(f"{name} is a one-shot iterator ({type(loader).__name__}): fit passes over its loaders "
+                         f"once per epoch; pass a re-iterable such as a DataLoader or a list of batches")
     try:
         length = len(loader)
     except TypeError:
@@ -314,16 +329,13 @@ def _check_loader(loader: Iterable, name: str, in_channels: int | None, n_classe
     if first is None:
         raise ValueError(f"{name} is empty: it yields no batches")
     try:
-        _, _, labels = split_batch(first, in_channels)
+        images, masks, labels = split_batch(first, in_channels)
+        if n_classes > 1 and labels is None:
+            raise ValueError(f"a model with {n_classes} output classes needs batches (images, masks, labels) with "
+                             f"per-pixel class ids; got (images, masks). Use return_labels=True.")
+        check_values(images, masks, labels, n_classes)
     except ValueError as err:
         raise ValueError(f"{name}: {err}") from None
-    if n_classes > 1:
-        if labels is None:
-            raise ValueError(f"{name}: a model with {n_classes} output classes needs batches (images, masks, "
-                             f"labels) with per-pixel class ids; got (images, masks). Use return_labels=True.")
-        if labels.is_floating_point() or labels.min() < 0 or labels.max() >= n_classes:
-            raise ValueError(f"{name}: labels must be integer class ids in [0, {n_classes}); got {labels.dtype} "
-                             f"values {labels.min().item()}..{labels.max().item()}")
     return length
 
 

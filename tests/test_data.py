@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from unetlab.config import RunSizes
-from unetlab.data import SyntheticDefects, make_loaders, stack_items, to_item
+from unetlab.data import EpochShuffle, SyntheticDefects, make_loaders, stack_items, to_item
 from unetlab.folders import write_dataset
 from unetlab.synth import DefectConfig
 
@@ -150,3 +150,41 @@ def test_stack_items_builds_each_item_once():
     np.testing.assert_array_equal(images[0], ds[3][0][0].numpy())
     np.testing.assert_array_equal(masks[1], (labels[1] > 0).astype(np.float32))
     assert len(stack_items(SyntheticDefects(2, SMALL), [0])) == 2  # no labels: (images, masks)
+
+
+def test_the_shuffle_of_an_epoch_depends_on_the_seed_and_the_epoch_only():
+    sampler = EpochShuffle(10, seed=3)
+    first, second = list(sampler), list(sampler)  # each pass is the next epoch
+    assert sorted(first) == list(range(10)) and first != second
+    sampler.set_epoch(1)
+    assert list(sampler) == first  # epoch 1 again, as after a resume
+    assert list(EpochShuffle(10, seed=3)) == first and list(EpochShuffle(10, seed=4)) != first
+    keyed = EpochShuffle(10, seed=3, keyed=True)
+    keyed.set_epoch(2)
+    assert list(keyed) == [(2, i) for i in second]
+    for bad in (dict(n=0), dict(n=3, seed=-1), dict(n=3, keyed=1)):
+        with pytest.raises(ValueError, match="EpochShuffle"):
+            EpochShuffle(**bad)
+
+
+def test_windows_keyed_by_epoch_are_the_same_in_any_process_and_differ_between_epochs():
+    ds = SyntheticDefects(4, SMALL, seed=1, return_labels=True, crop=16)
+    torch.manual_seed(0)
+    a = [ds[(1, i)][0] for i in range(4)]
+    torch.manual_seed(123)  # torch's stream plays no part in a keyed window
+    assert all(torch.equal(x, ds[(1, i)][0]) for i, x in enumerate(a))
+    assert not all(torch.equal(x, ds[(2, i)][0]) for i, x in enumerate(a))
+    sampler = EpochShuffle(4, seed=1, keyed=True)
+    by_workers = []
+    for workers in (0, 2):
+        sampler.set_epoch(5)
+        loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers)
+        by_workers.append(torch.cat([images for images, _, _ in loader]))
+    assert torch.equal(*by_workers)
+
+
+def test_make_loaders_refuses_splits_that_would_overlap():
+    with pytest.raises(ValueError, match=r"n_train = 1,000,001 .* at most 1,000,000 .* would overlap"):
+        make_loaders(SMALL, RunSizes(n_train=1_000_001, n_val=2, n_test=2, epochs=1, batch_size=2))
+    with pytest.raises(ValueError, match=r"n_val = 2,000,000 .* at most 1,000,000"):
+        make_loaders(SMALL, RunSizes(n_train=2, n_val=2_000_000, n_test=2, epochs=1, batch_size=2))

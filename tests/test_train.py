@@ -358,3 +358,25 @@ def test_fit_refuses_a_one_shot_iterator_without_consuming_it(make):
     with pytest.raises(ValueError, match="train_loader is a one-shot iterator .* pass a re-iterable"):
         fit(tiny_unet(), batches, epochs=1, **FAST)
     assert len(list(batches)) == 4  # all four batches are still there
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_same_weights_as_one_straight_run_whatever_the_worker_count(tmp_path, workers):
+    # The library's loaders: shuffled by EpochShuffle, training windows keyed by (seed, epoch, index).
+    sizes = unetlab.RunSizes(n_train=8, n_val=4, n_test=2, epochs=4, batch_size=4, image_size=32, crop=16)
+    cfg = unetlab.DefectConfig(size=32)
+
+    def run(epochs, resume=False, num_workers=workers):
+        loaders = unetlab.make_loaders(cfg, sizes, seed=5, num_workers=num_workers)
+        model = tiny_unet()
+        fit(model, loaders["train"], loaders["val"], epochs=epochs, checkpoint=tmp_path / f"{num_workers}.pt",
+            resume=resume, seed=5, **FAST)
+        return model.state_dict()
+
+    straight = run(4)
+    run(2)
+    resumed = run(4, resume=True)
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    if workers:
+        zero = run(4, num_workers=0)
+        assert all(torch.equal(straight[k], zero[k]) for k in straight)

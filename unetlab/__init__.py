@@ -3,9 +3,9 @@
 The public API, in the order the tutorial meets it:
 
 - ``synth``: :class:`DefectConfig`, :func:`make_sample` -> image and per-pixel class labels;
-- ``data``: :class:`SyntheticDefects`, :func:`make_loaders`; ``folders``: :func:`write_dataset`,
-  :class:`DefectFolder`; ``real``: :func:`real_data_root`, :func:`download_magnetic_tile`, :class:`RealSet`,
-  :func:`real_splits`, :class:`RandomCrops`;
+- ``data``: :class:`SyntheticDefects`, :func:`make_loaders`, :class:`EpochShuffle`; ``folders``:
+  :func:`write_dataset`, :class:`DefectFolder`; ``real``: :func:`real_data_root`, :func:`download_magnetic_tile`,
+  :class:`RealSet`, :func:`real_splits`, :class:`RandomCrops`;
 - ``widgets``: :func:`defect_playground`, one slider per knob;
 - ``model``: :class:`UNet`; ``losses``: :class:`BCEDiceLoss`; ``metrics``: Dice, IoU, class Dice, per-class and
   instance recall;
@@ -26,7 +26,7 @@ from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLA
 from .augment import DEFAULT_AUGMENT, AugmentConfig, augment
 from .baseline import ClassicalBaseline, tune_baseline
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import SyntheticDefects, make_loaders, stack_items
+from .data import EpochShuffle, SyntheticDefects, make_loaders, stack_items
 from .device import default_device, keep_freed_memory_for_reuse
 from .evaluate import EvalResult, evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
 from .losses import BCEDiceLoss, CEDiceLoss, dice_loss, multiclass_dice_loss
@@ -49,7 +49,8 @@ __all__ = [
     "__version__", "FULL", "QUICK", "RunSizes", "is_quick", "run_sizes", "CARD_LR", "DEMO_LR", "DEMO_SCHEDULE",
     "MULTICLASS", "QUICK_MULTICLASS", "MULTICLASS_LR",
     "CLASS_NAMES", "PRESETS", "SURFACES", "DefectConfig", "make_sample", "sample_rng",
-    "DefectFolder", "SyntheticDefects", "make_loaders", "read_image", "read_mask", "stack_items", "write_dataset",
+    "DefectFolder", "EpochShuffle", "SyntheticDefects", "make_loaders", "read_image", "read_mask", "stack_items",
+    "write_dataset",
     "REAL_DATA_ENV", "REAL_DATA_HINT", "RandomCrops", "binarize_mask", "download_magnetic_tile", "real_data_root",
     "real_splits",
     "AugmentConfig", "DEFAULT_AUGMENT", "augment", "ClassicalBaseline", "tune_baseline",

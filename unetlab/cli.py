@@ -24,7 +24,7 @@ from ._version import __version__
 from .checkpoint import load_checkpoint
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, TASKS, RunSizes, is_quick,
                      run_sizes)
-from .data import SPLIT_START, SyntheticDefects, make_loaders, stack_items
+from .data import SPLIT_START, EpochShuffle, SyntheticDefects, make_loaders, stack_items
 from .device import default_device, keep_freed_memory_for_reuse
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
 from .folders import DefectFolder, write_dataset
@@ -101,7 +101,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
             raise SystemExit(f"error: {args.data} holds {len(folder)} image(s); training needs at least 2")
         n_val = max(1, len(folder) // 10)
         loaders["train"] = DataLoader(Subset(folder, range(len(folder) - n_val)), batch_size=sizes.batch_size,
-                                      shuffle=True, generator=torch.Generator().manual_seed(args.seed))
+                                      sampler=EpochShuffle(len(folder) - n_val, args.seed))
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
                                     batch_size=sizes.batch_size)
     torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model

@@ -14,12 +14,12 @@ same tensors. Files on disk live in :mod:`unetlab.folders`, real images in :mod:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import is_fraction, is_int
 from .synth import DefectConfig, make_sample, sample_rng
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 # Where each split's sample indices start: the test set can never overlap training (up to a million images).
 SPLIT_START = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+SPLIT_SIZE = 1_000_000
 
 
 def to_item(image: np.ndarray, mask: np.ndarray, labels: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
@@ -74,9 +75,14 @@ class SyntheticDefects(Dataset):
     With ``crop``, item ``i`` is a ``crop`` x ``crop`` window of sample ``i`` instead of the whole image. Most of
     a synthetic image is plain surface, so a window placed over a defect (with probability ``defect_share``)
     teaches as much as the whole image at a fraction of the cost: a 128 px window is a quarter of the pixels of a
-    256 px image. The image behind item ``i`` is still fixed by ``(seed, start + i)``; where the window falls is
-    drawn afresh from torch's random stream on every access, so each epoch sees new windows (reproducible when
-    that stream is seeded, as :func:`unetlab.fit` does per epoch, for a given number of DataLoader workers).
+    256 px image. The image behind item ``i`` is still fixed by ``(seed, start + i)``. Where the window falls:
+
+    - ``ds[(epoch, i)]``, what :class:`EpochShuffle` with ``keyed=True`` asks for (and so :func:`make_loaders`):
+      fixed by ``(seed, start + i, epoch)``, so every epoch sees new windows and a run is the same whatever the
+      number of DataLoader workers, interrupted and resumed or not;
+    - ``ds[i]``: drawn afresh from torch's random stream on every access (reproducible when that stream is
+      seeded, as :func:`unetlab.fit` does per epoch, but only for a given number of DataLoader workers, since
+      each worker process has its own stream).
 
     Args:
         n: number of samples.
@@ -117,13 +123,53 @@ class SyntheticDefects(Dataset):
         image, labels = make_sample(self.cfg, sample_rng(self.seed, self.start + i % self.n))
         return np.rint(image * 255).astype(np.uint8), labels
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        """Item ``i`` for ``key = i`` or ``key = (epoch, i)``; the epoch only places the window (see the class)."""
+        epoch, i = key if isinstance(key, tuple) else (None, key)
         image_u8, labels = self.sample(i)
-        if self.crop is not None:  # a new window every access: its place comes from torch's (seeded) stream
-            rng = np.random.default_rng([self.seed, self.start + i % self.n, int(torch.randint(2**62, ()))])
+        if self.crop is not None:
+            place = [1, epoch] if epoch is not None else [0, int(torch.randint(2**62, ()))]
+            rng = np.random.default_rng([self.seed, self.start + i % self.n, *place])
             window = crop_window(rng, labels > 0, self.crop, self.defect_share)
             image_u8, labels = image_u8[window], labels[window]
         return to_item(image_u8, labels, labels if self.return_labels else None)
+
+
+class EpochShuffle(Sampler):
+    """The shuffled order of a training set, epoch by epoch: epoch ``e`` is a permutation of ``range(n)`` drawn
+    from ``(seed, e)`` alone.
+
+    So the order is the same whatever the number of DataLoader workers (the sampler runs in the main process)
+    and whether or not the run was interrupted: :func:`unetlab.fit` calls :meth:`set_epoch` before every epoch,
+    resumed or not. Each pass over the sampler uses the current epoch and then moves to the next one (the first
+    pass is epoch 1), so a loop of your own without ``set_epoch`` still sees a new order every epoch.
+
+    Args:
+        n: length of the dataset.
+        seed: non-negative int.
+        keyed: yield ``(epoch, index)`` pairs instead of indices, for datasets whose items depend on the epoch
+            (:class:`SyntheticDefects` with ``crop``).
+    """
+
+    def __init__(self, n: int, seed: int = 0, keyed: bool = False) -> None:
+        if not (is_int(n) and n >= 1 and is_int(seed) and seed >= 0 and isinstance(keyed, bool)):
+            raise ValueError(f"EpochShuffle needs an int n >= 1, an int seed >= 0 and a bool keyed; got n={n!r}, "
+                             f"seed={seed!r}, keyed={keyed!r}")
+        self.n, self.seed, self.keyed, self.epoch = int(n), int(seed), keyed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (an int >= 0; :func:`unetlab.fit` counts from 1)."""
+        if not (is_int(epoch) and epoch >= 0):
+            raise ValueError(f"EpochShuffle.set_epoch needs an int >= 0; got {epoch!r}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1  # read now, not at the first next(): DataLoader prefetches
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n).tolist()
+        return iter([(epoch, i) for i in order] if self.keyed else order)
 
 
 def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None, seed: int = 0, *,
@@ -132,10 +178,14 @@ def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None,
 
     ``sizes`` is required: the caller chooses them, e.g. ``unetlab.run_sizes()`` for the tutorial's (quick under
     ``UNETLAB_QUICK=1``); this layer reads no run mode. ``cfg`` defaults to ``DefectConfig(size=sizes.image_size)``
-    (a given cfg keeps its own size). Training batches are shuffled by a seeded ``torch.Generator``, so a run is
-    repeatable. ``num_workers=0`` suits notebooks (generation costs ~1 ms a sample); raise it freely, the samples
-    do not change. With ``sizes.crop`` set, the training set yields windows of that side, most of them over a
-    defect (see :class:`SyntheticDefects`); validation and test always score whole images.
+    (a given cfg keeps its own size). Training batches are shuffled by :class:`EpochShuffle`, the order of each
+    epoch fixed by ``(seed, epoch)``, so a run is repeatable, also across an interruption and resume.
+    ``num_workers=0`` suits notebooks (generation costs ~1 ms a sample); raise it freely, nothing changes, not
+    even the training windows. With ``sizes.crop`` set, the training set yields windows of that side, most of
+    them over a defect (see :class:`SyntheticDefects`); validation and test always score whole images.
+
+    Each split holds at most 1,000,000 images (the distance between the :data:`SPLIT_START` values), so that no
+    validation or test image is ever a training image; more is a ValueError.
     """
     if sizes is None:
         raise ValueError("make_loaders needs sizes: pass unetlab.run_sizes() (the tutorial's, quick under "
@@ -143,13 +193,17 @@ def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None,
     cfg = cfg or DefectConfig(size=sizes.image_size)
     if sizes.crop is not None and sizes.crop > cfg.size:
         raise ValueError(f"make_loaders: sizes.crop ({sizes.crop} px) is larger than the images ({cfg.size} px)")
+    splits = {"train": sizes.n_train, "val": sizes.n_val, "test": sizes.n_test}
+    for split, n in splits.items():
+        if n > SPLIT_SIZE:
+            raise ValueError(f"make_loaders: n_{split} = {n:,} images; each split holds at most {SPLIT_SIZE:,} "
+                             f"(SPLIT_START), or the {split} samples would overlap the next split's")
     loaders = {}
-    for split, n in (("train", sizes.n_train), ("val", sizes.n_val), ("test", sizes.n_test)):
-        ds = SyntheticDefects(n, cfg, seed, SPLIT_START[split], return_labels=return_labels,
-                              crop=sizes.crop if split == "train" else None)
-        shuffle = split == "train"
-        loaders[split] = DataLoader(ds, batch_size=sizes.batch_size, shuffle=shuffle, num_workers=num_workers,
-                                    generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    for split, n in splits.items():
+        crop = sizes.crop if split == "train" else None
+        ds = SyntheticDefects(n, cfg, seed, SPLIT_START[split], return_labels=return_labels, crop=crop)
+        sampler = EpochShuffle(n, seed, keyed=crop is not None) if split == "train" else None
+        loaders[split] = DataLoader(ds, batch_size=sizes.batch_size, sampler=sampler, num_workers=num_workers,
                                     persistent_workers=num_workers > 0)
     return loaders
 

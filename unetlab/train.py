@@ -74,7 +74,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             None keeps the checkpoint's).
         seed: seeds the CPU random stream for each epoch (from ``(seed, epoch)``), so the shuffling order of a
             DataLoader without its own generator is reproducible, also across a resume. The caller's global
-            random state is restored when ``fit`` returns.
+            random state is restored when ``fit`` returns. Before every epoch, ``fit`` also calls
+            ``train_loader.sampler.set_epoch(epoch)`` when that exists (:class:`unetlab.data.EpochShuffle`, or
+            torch's DistributedSampler): with the library's loaders a run gives the same weights whatever the
+            number of workers, interrupted and resumed or not.
 
     Returns:
         History of all epochs (including those loaded when resuming).
@@ -110,6 +113,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     with bar, torch.random.fork_rng(devices=[]):
         for epoch in range(done + 1, epochs + 1):
             torch.default_generator.manual_seed(_epoch_seed(seed, epoch))
+            if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
+                train_loader.sampler.set_epoch(epoch)
             bar.set_description(f"epoch {epoch}/{epochs}")
             run.epoch(train_loader, val_loader, bar)
             if checkpoint is not None:

@@ -380,3 +380,23 @@ def test_resume_gives_the_same_weights_as_one_straight_run_whatever_the_worker_c
     if workers:
         zero = run(4, num_workers=0)
         assert all(torch.equal(straight[k], zero[k]) for k in straight)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(lr=1e-3), r"it was trained with lr=0.01; got lr=0.001"),
+    (dict(seed=1), r"it was trained with seed=0; got seed=1"),
+    (dict(train=DataLoader(toy_batches(16), batch_size=8)), r"it was trained with batch_size=4; got batch_size=8"),
+    (dict(train=loader(n=24)), r"it was trained with n_train=16; got n_train=24"),
+    (dict(data_config={"size": 32, "surface": "cast"}), r"its data_config differs in \['surface'\]: 'woven' there"),
+])
+def test_resume_refuses_other_settings_than_the_run_was_trained_with(tmp_path, change, message):
+    path = tmp_path / "m.pt"
+    fit(tiny_unet(), loader(), epochs=1, checkpoint=path, data_config={"size": 32, "surface": "woven"}, **FAST)
+    before = path.read_bytes()
+    kwargs = {**FAST, "data_config": {"size": 32, "surface": "woven"}, **change}
+    with pytest.raises(ValueError, match=rf"cannot resume from .*m.pt: {message}"):
+        fit(tiny_unet(), kwargs.pop("train", loader()), epochs=2, checkpoint=path, resume=True, **kwargs)
+    assert path.read_bytes() == before
+    # The same settings resume, and data_config=None keeps the recorded one.
+    fit(tiny_unet(), loader(), epochs=2, checkpoint=path, resume=True, **FAST)
+    assert load_checkpoint(path)[1]["data_config"] == {"size": 32, "surface": "woven"}

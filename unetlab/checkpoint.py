@@ -53,11 +53,13 @@ _DIGESTED = ("model_config", "model_state", "train_state")
 
 def train_state(model_state: dict[str, Tensor], optimizer: torch.optim.Optimizer, *, epoch: int,
                 epochs: int | None = None, scheduler: str | None = None, schedule: Any = None,
-                scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
+                scaler: torch.amp.GradScaler | None = None, run: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``train_state`` entry, the one place its layout is written: the LAST finished epoch's weights and
-    optimiser state, the scheduler's name and state, the gradient scaler's state, that ``epoch`` and the planned
-    number of ``epochs`` (None when no schedule depends on it)."""
+    optimiser state, the scheduler's name and state, the gradient scaler's state, that ``epoch``, the planned
+    number of ``epochs`` (None when no schedule depends on it) and ``run``, the plain settings a resumed run must
+    share (``fit`` records its lr, seed, batch size, number of training images and steps per epoch)."""
     return {
+        "run": run or {},
         "epoch": epoch,
         "epochs": epochs,
         "model_state": model_state,

@@ -59,7 +59,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         progress: show a tqdm progress bar over the batches with the running loss and the last val Dice.
         checkpoint: path of the checkpoint file (see :mod:`unetlab.checkpoint`). After every epoch it is rewritten
             atomically with the best weights so far and the state to resume from.
-        resume: continue from ``checkpoint``'s training state instead of starting over.
+        resume: continue from ``checkpoint``'s training state instead of starting over. The run must be the
+            same one: the model config, ``lr``, ``scheduler`` (and, with a schedule, ``epochs``), ``seed``, the
+            loader's batch size, number of images and batches, and ``data_config`` are compared with what the
+            checkpoint recorded, and any difference is a ValueError naming it.
         loss_fn: ``loss_fn(logits, target) -> scalar`` where target is the masks (binary) or the labels
             (multi-class); defaults to ``BCEDiceLoss()`` or ``CEDiceLoss()``.
         amp: mixed precision. ``"auto"``: bfloat16 (or float16 with gradient scaling where bfloat16 is not
@@ -71,7 +74,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         scheduler: None for a constant learning rate, ``"onecycle"`` (warm-up to ``lr`` then anneal, reaches good
             quality in fewer epochs) or ``"cosine"`` (cosine decay from ``lr`` to 0); both step once per batch.
         data_config: plain dict stored in the checkpoint to record what data the model saw (when resuming,
-            None keeps the checkpoint's).
+            None keeps the checkpoint's, and any other than the checkpoint's is refused).
         seed: seeds the CPU random stream for each epoch (from ``(seed, epoch)``), so the shuffling order of a
             DataLoader without its own generator is reproducible, also across a resume. The caller's global
             random state is restored when ``fit`` returns. Before every epoch, ``fit`` also calls
@@ -101,10 +104,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         _check_loader(val_loader, "val_loader", in_channels, n_classes)
 
     model.to(device=device, memory_format=memory_format)
+    settings = _run_settings(lr, seed, train_loader, steps_per_epoch)
     run = _Run(model, loss_fn, device=device, amp_dtype=amp_dtype, lr=lr, scheduler=scheduler, epochs=int(epochs),
-               steps_per_epoch=steps_per_epoch)
+               steps_per_epoch=steps_per_epoch, settings=settings)
     if resume:
-        stored_config = run.resume(Path(checkpoint), with_validation=val_loader is not None)
+        stored_config = run.resume(Path(checkpoint), with_validation=val_loader is not None, data_config=data_config)
         data_config = data_config if data_config is not None else stored_config
 
     done = run.history.epochs
@@ -133,8 +137,9 @@ class _Run:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None, *, device: torch.device,
                  amp_dtype: torch.dtype | None, lr: float, scheduler: str | None, epochs: int,
-                 steps_per_epoch: int | None) -> None:
+                 steps_per_epoch: int | None, settings: dict[str, Any]) -> None:
         self.model, self.device, self.scheduler, self.epochs = model, device, scheduler, epochs
+        self.settings = settings
         self.in_channels, self.n_classes = _channels(model)
         self.loss_fn = loss_fn or (CEDiceLoss() if self.n_classes > 1 else BCEDiceLoss())
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -236,12 +241,13 @@ class _Run:
         """Rewrite the checkpoint: the best weights so far, the history, and the last epoch's state to resume."""
         last_state = self.model.state_dict()
         resumable = train_state(last_state, self.optimizer, epoch=self.history.epochs, epochs=self.epochs,
-                                scheduler=self.scheduler, schedule=self.schedule, scaler=self.scaler)
+                                scheduler=self.scheduler, schedule=self.schedule, scaler=self.scaler,
+                                run=self.settings)
         write_checkpoint(path, self.model, self.best_state if self.best_state is not None else last_state,
                          epoch=self.history.best_epoch, history=self.history, data_config=data_config,
                          train_state=resumable)
 
-    def resume(self, path: Path, with_validation: bool) -> dict | None:
+    def resume(self, path: Path, with_validation: bool, data_config: dict | None) -> dict | None:
         """Load the training state of ``path`` into the model, optimiser, schedule, scaler and history; return the
         checkpoint's data_config. Refuses a checkpoint this run cannot continue, saying why."""
         payload = read_checkpoint(path)
@@ -254,6 +260,7 @@ class _Run:
             raise ValueError(f"cannot resume from {path}: it has no training state (it was saved without an "
                              f"optimizer)")
         _check_resumable(path, state, self.scheduler, self.epochs)
+        _check_same_run(path, state.get("run", {}), self.settings, payload["data_config"], data_config)
         load_weights(self.model, state["model_state"], path)
         self.optimizer.load_state_dict(state["optimizer_state"])
         if self.schedule is not None:
@@ -301,6 +308,30 @@ def _check_resumable(path: Path, state: dict[str, Any], scheduler: str | None, e
     if state["epoch"] > epochs:
         raise ValueError(f"cannot resume from {path}: it has already trained {state['epoch']} epochs; "
                          f"got epochs={epochs}")
+
+
+def _run_settings(lr: float, seed: int, loader: Iterable, steps_per_epoch: int | None) -> dict[str, Any]:
+    """The plain settings of a run that a resume must share: lr, seed, and what the loader tells of itself."""
+    dataset = getattr(loader, "dataset", None)
+    batch_size = getattr(loader, "batch_size", None)
+    return {"lr": float(lr), "seed": int(seed), "batch_size": batch_size if is_int(batch_size) else None,
+            "n_train": len(dataset) if hasattr(dataset, "__len__") else None, "steps_per_epoch": steps_per_epoch}
+
+
+def _check_same_run(path: Path, stored: dict[str, Any], settings: dict[str, Any], stored_data: dict | None,
+                    data_config: dict | None) -> None:
+    """ValueError at the first setting (see :func:`_run_settings`) or data_config key that differs from what the
+    checkpoint recorded; settings either side does not know (None, or a version 1 file) are not compared."""
+    for name, value in settings.items():
+        if stored.get(name) is not None and value is not None and stored[name] != value:
+            raise ValueError(f"cannot resume from {path}: it was trained with {name}={stored[name]!r}; got "
+                             f"{name}={value!r}. Resume with the settings it was trained with, or start over")
+    if data_config is not None and stored_data is not None and data_config != stored_data:
+        keys = sorted(k for k in set(data_config) | set(stored_data) if data_config.get(k) != stored_data.get(k))
+        shown = keys[0]
+        raise ValueError(f"cannot resume from {path}: its data_config differs in {keys}: "
+                         f"{stored_data.get(shown)!r} there, {data_config.get(shown)!r} here. Resume on the data it "
+                         f"was trained on, or start over")
 
 
 def _check_arguments(*, epochs, lr, scheduler, seed, resume, checkpoint, data_config) -> None:

@@ -109,7 +109,7 @@ def test_threshold_sweep_default_grid_and_bad_thresholds():
             threshold_sweep(ImageIsProbability(), hand_case(), bad, device="cpu", progress=False)
 
 
-@pytest.mark.parametrize("shape", [(37, 50), (3, 37, 50), (32, 32)])
+@pytest.mark.parametrize("shape", [(37, 50), (5, 37, 50), (32, 32), (3, 1, 37, 50)])
 def test_predict_keeps_numpy_shapes_on_odd_sizes(shape):
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
     probs = predict(tiny_unet(), images, device="cpu")
@@ -161,8 +161,12 @@ def test_predict_divides_uint8_by_255():
         (np.full((32, 32), np.nan, np.float32), ValueError, "NaN or infinite"),
         (np.full((32, 32), 200.0), ValueError, r"in \[0, 1\]; got values 200\.\.200 .*divide by 255"),
         (np.full((32, 32), -0.5), ValueError, r"in \[0, 1\]; got values -0.5"),
-        (np.zeros(32, np.float32), ValueError, r"numpy array of shape \(H, W\) or \(N, H, W\)"),
-        (np.zeros((2, 1, 32, 32), np.float32), ValueError, r"numpy array of shape \(H, W\) or \(N, H, W\)"),
+        (np.zeros(32, np.float32), ValueError, r"numpy array of shape \(H, W\), \(N, H, W\) or \(N, 1, H, W\)"),
+        (np.zeros((2, 2, 32, 32), np.float32), ValueError, r"numpy array of shape \(H, W\), \(N, H, W\) or \(N, 1, H, W\)"),
+        (np.zeros((3, 64, 48), np.float32), ValueError, r"shape \(3, 64, 48\) is ambiguous: a colour image with its 3 "
+                                                        r"channels first, or a stack of 3 grayscale images\? .*images\[:, None\]"),
+        (np.zeros((4, 64, 48), np.uint8), ValueError, r"shape \(4, 64, 48\) is ambiguous"),
+        (np.zeros((32, 0), np.float32), ValueError, r"predict expects non-empty images; got shape \(32, 0\)"),
         (np.zeros((32, 32), np.int32), ValueError, "uint8 gray levels; got dtype torch.int32"),
         (np.zeros((2, 2), np.float32), ValueError, "at least 4 x 4 pixels"),
         (np.zeros((0, 32, 32), np.float32), ValueError, "no images"),
@@ -172,6 +176,16 @@ def test_predict_divides_uint8_by_255():
 def test_predict_rejects_bad_images(images, error, message):
     with pytest.raises(error, match=message):
         predict(tiny_unet(), images, device="cpu")
+
+
+def test_predict_and_evaluate_refuse_a_model_that_outputs_nan():
+    model = tiny_unet()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match="the model's output holds NaN or infinite values"):
+        predict(model, np.zeros((32, 32), np.float32), device="cpu")
+    with pytest.raises(ValueError, match="the model's output holds NaN or infinite values"):
+        evaluate(model, hand_case(), device="cpu", progress=False)
 
 
 def test_predict_rejects_a_bad_batch_size():

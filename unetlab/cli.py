@@ -175,7 +175,7 @@ def _score_and_draw(model, loader: DataLoader, figures: Path, threshold: float =
     shown = list(itertools.islice((i for i in range(len(ds)) if ds.sample(i)[1].any()), 4))
     images, _, truths = stack_items(ds, shown)
     return scores, [save_figure(plot_confusion(scores["matrix"]), figures / "multiclass_confusion.png"),
-                    save_figure(show_label_predictions(images, truths, predict_labels(model, images),
+                    save_figure(show_label_predictions(images, truths, predict_labels(model, images[:, None]),
                                                        titles=[f"test #{i}" for i in shown]),
                                 figures / "multiclass_predictions.png")]
 
@@ -190,7 +190,7 @@ def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: floa
         if not indices:
             continue
         images, truths = stack_items(ds, indices)[:2]
-        paths.append(save_figure(show_predictions(images, truths, predict(model, images), threshold,
+        paths.append(save_figure(show_predictions(images, truths, predict(model, images[:, None]), threshold,
                                                   titles=[f"test #{i}" for i in indices]), figures / f"{name}.png"))
     return result.summary, paths
 

@@ -41,10 +41,12 @@ def predict(
         model: a binary segmentation model returning (B, 1, H, W) logits, e.g. :class:`unetlab.UNet`. It is moved
             to ``device``.
         images: grayscale images in [0, 1], as
-            a numpy array (H, W) or (N, H, W), or a torch tensor (H, W), (1, H, W) or (N, 1, H, W).
+            a numpy array (H, W), (N, H, W) or (N, 1, H, W), or a torch tensor (H, W), (1, H, W) or (N, 1, H, W).
             ``uint8`` arrays and tensors (0..255 gray levels, as ``cv2.imread`` returns) are divided by 255.
             Float values must be finite and in [0, 1]. A numpy array whose last axis has 3 or 4 entries is taken
-            for a colour image and refused.
+            for a colour image and refused; one of shape (3, H, W) or (4, H, W) is refused as ambiguous (a
+            colour image with its channels first, or a stack of three or four images?): pass such a stack as
+            (N, 1, H, W), e.g. ``images[:, None]``.
         device: where to run; None picks :func:`unetlab.default_device`.
         batch_size: images per forward pass.
 
@@ -54,8 +56,9 @@ def predict(
         the images are reflect-padded up to one and the result is cropped back.
 
     Raises:
-        ValueError: colour images, wrong number of dimensions, no images, NaN/inf, values outside [0, 1], images
-            smaller than the model's ``2**depth``, or ``batch_size < 1``.
+        ValueError: colour or ambiguous images, wrong number of dimensions, no images or empty ones, NaN/inf,
+            values outside [0, 1], images smaller than the model's ``2**depth``, ``batch_size < 1``, or a model
+            whose output holds NaN or infinite values (broken weights).
         TypeError: ``images`` is neither a numpy array nor a tensor.
     """
     return _per_pixel(model, images, device, batch_size, _probabilities)
@@ -77,15 +80,20 @@ def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Ca
     """(N, C, H, W) float32 tensor in [0, 1] from the forms :func:`predict` accepts, and the function that gives
     a (N, 1, H, W) result back the input's shape and type."""
     if isinstance(images, np.ndarray):
-        if images.ndim in (3, 4) and images.shape[-1] in (3, 4):
-            raise ValueError(f"predict expects grayscale images (H, W) or (N, H, W); got shape {images.shape}, "
-                             f"which looks like {images.shape[-1]} colour channels: {GRAYSCALE_HINT}")
-        if images.ndim not in (2, 3):
-            raise ValueError(f"predict expects a numpy array of shape (H, W) or (N, H, W); got shape {images.shape}")
-        ndim = images.ndim
+        shape, ndim = images.shape, images.ndim
+        if ndim in (3, 4) and shape[-1] in (3, 4):
+            raise ValueError(f"predict expects grayscale images (H, W) or (N, H, W); got shape {shape}, "
+                             f"which looks like {shape[-1]} colour channels: {GRAYSCALE_HINT}")
+        if ndim == 3 and shape[0] in (3, 4):
+            raise ValueError(f"predict: a numpy array of shape {shape} is ambiguous: a colour image with its "
+                             f"{shape[0]} channels first, or a stack of {shape[0]} grayscale images? Pass a stack as "
+                             f"(N, 1, H, W), e.g. images[:, None]; a colour image: {GRAYSCALE_HINT}")
+        if ndim not in (2, 3, 4) or (ndim == 4 and shape[1] != 1):
+            raise ValueError(f"predict expects a numpy array of shape (H, W), (N, H, W) or (N, 1, H, W); "
+                             f"got shape {shape}")
         x = torch.from_numpy(np.ascontiguousarray(images))
-        x = x[None, None] if ndim == 2 else x[:, None]
-        restore = (lambda p: p[0, 0].numpy()) if ndim == 2 else (lambda p: p[:, 0].numpy())
+        x = x.reshape((1,) * (4 - ndim) + shape) if ndim != 3 else x[:, None]
+        restore = lambda p: p.reshape(shape).numpy()  # noqa: E731
     elif isinstance(images, Tensor):
         if images.dim() not in (2, 3, 4):
             raise ValueError(f"predict expects a tensor of shape (H, W), (1, H, W) or (N, 1, H, W); "
@@ -103,6 +111,8 @@ def _as_batch(images: np.ndarray | Tensor, in_channels: int) -> tuple[Tensor, Ca
                          f"got {x.shape[1]} channels in shape {tuple(images.shape)}{hint}")
     if x.shape[0] == 0:
         raise ValueError(f"predict got no images (shape {tuple(images.shape)})")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"predict expects non-empty images; got shape {tuple(images.shape)}")
     check_unit_values(x, "predict expects", uint8=True)  # the library's one image check (unetlab.checks)
     return (x.float() / 255 if x.dtype == torch.uint8 else x.float()), restore
 
@@ -151,7 +161,11 @@ def _logits(model: nn.Module, images: Tensor) -> Tensor:
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
-    return model(images).float()[..., :h, :w]
+    logits = model(images).float()[..., :h, :w]
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model's output holds NaN or infinite values: its weights are broken (did its training "
+                         "diverge? load_checkpoint refuses such weights)")
+    return logits
 
 
 def _predicted_batches(model, loader, device, progress, desc) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:

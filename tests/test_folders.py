@@ -1,7 +1,11 @@
 """Image folders on disk: written atomically, read back as the very tensors made on the fly, clear errors."""
 
+import errno
 import json
+import os
+import struct
 import warnings
+import zlib
 
 import cv2
 import numpy as np
@@ -42,19 +46,65 @@ def test_write_refuses_to_mix_with_an_existing_folder_and_overwrite_replaces_it_
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary folders left behind
 
 
-def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    real_imwrite, calls = cv2.imwrite, []
+def _failing_png_writes(monkeypatch, after: int, error: BaseException) -> None:
+    """Make the dataset writer's ``after + 1``-th PNG write raise ``error``."""
+    real_write, calls = folders._write_png, []
 
-    def imwrite_then_interrupt(path, array):
+    def write_then_fail(path, array):
         calls.append(path)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return real_imwrite(path, array)
+        if len(calls) > after:
+            raise error
+        real_write(path, array)
 
-    monkeypatch.setattr(folders.cv2, "imwrite", imwrite_then_interrupt)
+    monkeypatch.setattr(folders, "_write_png", write_then_fail)
+
+
+def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    _failing_png_writes(monkeypatch, 6, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path / "ds", 5, SMALL, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
+    out = write_dataset(tmp_path / "ds", 2, SMALL, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    _failing_png_writes(monkeypatch, 4, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    with pytest.raises(OSError, match=r"could not write the dataset .*ds: No space left on device; nothing was "
+                                      r"changed") as caught:
+        write_dataset(out, 3, SMALL, overwrite=True, progress=False)
+    assert caught.value.errno == errno.ENOSPC
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_overwrite_replaces_only_a_dataset_unetlab_wrote(tmp_path):
+    thesis = tmp_path / "mine"
+    thesis.mkdir()
+    (thesis / "thesis.txt").write_text("four years of work")
+    with pytest.raises(FileExistsError, match=r"refusing to replace .*mine: it is not a dataset written by unetlab "
+                                              r"\(no dataset.json\)"):
+        write_dataset(thesis, 2, SMALL, overwrite=True, progress=False)
+    assert (thesis / "thesis.txt").read_text() == "four years of work"
+    out = write_dataset(tmp_path / "ds", 2, SMALL, progress=False)
+    (out / "notes.txt").write_text("keep me")
+    (out / "masks" / "by_hand.tif").write_bytes(b"edited")
+    with pytest.raises(FileExistsError, match=r"refusing to replace .*ds: it holds files unetlab did not write: "
+                                              r"masks/by_hand.tif, notes.txt"):
+        write_dataset(out, 2, SMALL, overwrite=True, progress=False)
+    assert (out / "notes.txt").exists()
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_dataset(thesis / "thesis.txt", 2, SMALL, overwrite=True, progress=False)
+
+
+def test_a_written_dataset_keeps_the_permissions_of_the_folder_it_replaces(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    empty.chmod(0o750)
+    assert (write_dataset(empty, 1, SMALL, progress=False).stat().st_mode & 0o777) == 0o750
+    (tmp_path / "plain").mkdir()  # a new folder gets what a plain mkdir gives (the umask), not mkdtemp's 0700
+    new = write_dataset(tmp_path / "new", 1, SMALL, progress=False)
+    assert new.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,3 +185,41 @@ def test_read_image_warns_once_per_colour_file(tmp_path):
         warnings.simplefilter("always")
         read_image(path)
     assert len(caught) == 1
+
+
+
+def _hollow_png(width: int, height: int) -> bytes:
+    """A PNG that says it is ``width`` x ``height`` gray pixels but holds one row: a decoder that trusts its header
+    allocates the whole image first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    (tmp_path / "big.png").write_bytes(_hollow_png(12000, 12000))  # 144 MB of pixels from 100 bytes
+    with pytest.raises(ValueError, match=r"big.png: 12000 x 12000 = 144,000,000 pixels; unetlab reads images of at "
+                                         r"most 100,000,000 pixels"):
+        read_image(tmp_path / "big.png")
+    (tmp_path / "huge.png").write_bytes(_hollow_png(20000, 20000))  # beyond PIL's own limit, which answers first
+    with pytest.raises(ValueError, match=r"huge.png: .*400000000 pixels.*unetlab reads images of at most 100,000,000"):
+        read_image(tmp_path / "huge.png")
+    _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": _mask(8, 10)})
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 79)
+    with pytest.raises(ValueError, match=r"a.png: 10 x 8 = 80 pixels; unetlab reads images of at most 79"):
+        DefectFolder(tmp_path)[0]
+
+
+def test_the_same_stem_in_two_formats_is_refused_naming_both_files(tmp_path):
+    _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8), "a.jpg": np.zeros((8, 10), np.uint8)},
+            {"a.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"images: 2 files share the stem 'a' \(a.jpg, a.png\)"):
+        DefectFolder(tmp_path)
+    imgs = tmp_path / "mt" / "MT_Crack" / "Imgs"
+    imgs.mkdir(parents=True)
+    for name in ("x.jpg", "x.JPG", "x.png"):
+        cv2.imwrite(str(imgs / name), np.zeros((8, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"Imgs: 2 files share the stem 'x' \(x.JPG, x.jpg\)"):
+        DefectFolder(tmp_path / "mt")

@@ -5,6 +5,9 @@ Items are the tensors of :mod:`unetlab.data` (``(image, mask)`` or ``(image, mas
 binarised by one rule (:func:`binarize_mask`): a mask whose maximum is 0 or 1 is read as 0/1 (defect where
 value > 0); any other mask is a defect where value >= half its dtype's range (128 for 8-bit, 32768 for 16-bit),
 which keeps the inner half of anti-aliased edges. Colour masks are an error.
+
+Every file is checked before it is decoded: its header must describe at most :data:`MAX_IMAGE_PIXELS` pixels
+(a PNG of a few hundred KB can describe 20000 x 20000 pixels, which OpenCV would allocate before reading it).
 """
 
 from __future__ import annotations
@@ -13,21 +16,28 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ._version import __version__
 from .checks import is_int
 from .data import SyntheticDefects, to_item
+from .io import new_folder_beside, replace_folder, write_error
 from .synth import CLASS_NAMES, DefectConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# The largest image read, in pixels: 100 MP is a 10000 x 10000 frame (400 MB as float32), larger than the frames
+# of industrial area cameras; a bigger file is refused from its header, before any decoding.
+MAX_IMAGE_PIXELS = 100_000_000
+# What write_dataset writes; --overwrite replaces only a folder that holds nothing else.
+DATASET_PARTS = ("images", "masks", "labels")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -98,13 +108,32 @@ def binarize_mask(array: np.ndarray) -> np.ndarray:
 
 
 def _read(path: str | os.PathLike) -> np.ndarray:
+    """The decoded file, after :func:`_check_size` has read its header."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    _check_size(path)
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError(f"{path}: not a readable image (corrupt or unsupported format)")
     return array
+
+
+def _check_size(path: Path) -> None:
+    """ValueError unless the header of image file ``path`` says it has at most :data:`MAX_IMAGE_PIXELS` pixels
+    (Pillow reads only the header; images it would call a decompression bomb are refused with its message)."""
+    limit = f"unetlab reads images of at most {MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # this check says it better
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: {err}; {limit}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # what Pillow raises for damaged headers
+        raise ValueError(f"{path}: not a readable image (corrupt or unsupported format: {err})") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{path}: {width} x {height} = {width * height:,} pixels; {limit}")
 
 
 class DefectFolder(Dataset):
@@ -203,8 +232,18 @@ class DefectFolder(Dataset):
         return to_item(image, mask, labels)
 
 
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
+def _by_stem(folder: Path, keep=lambda path: True) -> dict[str, Path]:
+    """The image files of ``folder`` (those ``keep`` accepts) by stem; ValueError when two share one, e.g.
+    ``a.png`` and ``a.jpg`` (which one is meant? never guessed)."""
+    found = defaultdict(list)
+    for path in folder.iterdir():
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and keep(path):
+            found[path.stem].append(path)
+    for stem, paths in sorted(found.items()):
+        if len(paths) > 1:
+            raise ValueError(f"{folder}: {len(paths)} files share the stem {stem!r} "
+                             f"({', '.join(sorted(p.name for p in paths))}); keep one of them")
+    return {stem: paths[0] for stem, paths in found.items()}
 
 
 def _mt_pairs(folders: list[Path]) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:
@@ -215,11 +254,10 @@ def _mt_pairs(folders: list[Path]) -> tuple[dict[str, Path], dict[str, Path], di
             raise FileNotFoundError(f"{folder} has no Imgs/ folder; expected {folder}/Imgs/<stem>.jpg images "
                                     f"beside <stem>.png masks")
         name = folder.name[len("MT_"):]
-        for path in (folder / "Imgs").iterdir():
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                key = f"{name}__{path.stem}"
-                (masks if path.suffix.lower() == ".png" else images)[key] = path
-                classes[key] = name
+        for found, is_mask in ((masks, True), (images, False)):
+            files = _by_stem(folder / "Imgs", lambda path: (path.suffix.lower() == ".png") == is_mask)
+            found.update({f"{name}__{stem}": path for stem, path in files.items()})
+            classes.update({f"{name}__{stem}": name for stem in files})
     return images, masks, classes
 
 
@@ -242,23 +280,26 @@ def write_dataset(out: str | os.PathLike, n: int, cfg: DefectConfig | None = Non
     """Write ``n`` synthetic samples as 8-bit PNGs: ``images/``, ``masks/`` (0/255), ``labels/`` (class ids).
 
     ``dataset.json`` records the config, seed, start index, counts per class and the unetlab version. The folder
-    is built beside ``out`` and renamed into place only when complete, so an interrupted run leaves no
-    half-written dataset. An existing non-empty ``out`` is an error unless ``overwrite=True`` (then it is
-    replaced whole, never mixed with the new files).
+    is built beside ``out`` and renamed into place only when complete, so an interrupted run or a full disk leaves
+    no half-written dataset and ``out`` as it was. An existing ``out`` must be empty (it keeps its permissions),
+    unless ``overwrite=True``: then it must be a dataset this function wrote, holding nothing else, and is
+    replaced whole, never mixed with the new files; any other folder is refused, never deleted.
 
     Returns:
         The dataset folder.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or a non-empty folder without ``overwrite``, or (with it) not a
+            unetlab dataset or one holding files of its own; the message names them.
+        OSError: the disk is full or ``out`` cannot be written; nothing was changed.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"{out} already exists and is not empty; choose another folder or pass "
-                                  f"overwrite=True (--overwrite) to replace it")
+    _check_replaceable(out, overwrite)
     ds = SyntheticDefects(n, cfg, seed, start)  # validates n, cfg, seed
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = None
     try:
-        for sub in ("images", "masks", "labels"):
+        tmp = new_folder_beside(out, "partial")
+        for sub in DATASET_PARTS:
             (tmp / sub).mkdir()
         class_pixels = np.zeros(len(CLASS_NAMES), np.int64)
         defect_free = 0
@@ -266,24 +307,54 @@ def write_dataset(out: str | os.PathLike, n: int, cfg: DefectConfig | None = Non
         for i in tqdm(range(n), desc=f"writing {out.name}", disable=not progress, unit="img"):
             image, labels = ds.sample(i)
             name = f"{i:0{width}d}.png"
-            for sub, array in (("images", image), ("masks", (labels > 0).astype(np.uint8) * 255),
-                               ("labels", labels)):
-                if not cv2.imwrite(str(tmp / sub / name), array):
-                    raise OSError(f"could not write {tmp / sub / name}")
+            for sub, array in zip(DATASET_PARTS, (image, (labels > 0).astype(np.uint8) * 255, labels)):
+                _write_png(tmp / sub / name, array)
             class_pixels += np.bincount(labels.ravel(), minlength=len(CLASS_NAMES))
             defect_free += not labels.any()
         meta = {"unetlab_version": __version__, "n": n, "seed": seed, "start": start,
                 "config": ds.cfg.to_dict(), "class_names": list(CLASS_NAMES),
                 "class_pixels": dict(zip(CLASS_NAMES, class_pixels.tolist())), "defect_free_images": defect_free}
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_folder(tmp, out)
+    except BaseException as err:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise write_error(err, f"could not write the dataset {out}", "nothing was changed") from err
         raise
     return out
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """Encode ``array`` as PNG and write it; a full disk is an OSError with its errno (cv2.imwrite says only
+    False)."""
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode {path.name} as PNG ({array.dtype} {array.shape})")
+    path.write_bytes(encoded.tobytes())
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """FileExistsError unless ``out`` is absent, an empty folder, or (with ``overwrite``) a dataset that
+    :func:`write_dataset` wrote and nothing else."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"{out} is a file; a dataset is a folder: choose another path")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out} already exists and is not empty; choose another folder or pass "
+                              f"overwrite=True (--overwrite) to replace it")
+    if not (out / "dataset.json").is_file():
+        raise FileExistsError(f"refusing to replace {out}: it is not a dataset written by unetlab (no dataset.json); "
+                              f"overwrite replaces only those. Choose another folder, or empty this one yourself")
+    foreign = [p.relative_to(out).as_posix() for p in out.iterdir()
+               if p.name != "dataset.json" and not (p.name in DATASET_PARTS and p.is_dir())]
+    for sub in DATASET_PARTS:
+        if (out / sub).is_dir():
+            foreign += [f"{sub}/{p.name}" for p in (out / sub).iterdir() if p.suffix != ".png" or not p.is_file()]
+    if foreign:
+        shown = sorted(foreign)
+        raise FileExistsError(f"refusing to replace {out}: it holds files unetlab did not write: "
+                              f"{', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}")

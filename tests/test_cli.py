@@ -1,10 +1,19 @@
 """The command line end to end, in quick mode, and its errors."""
 
+import errno
 import json
+import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+
+import unetlab.checkpoint
+import unetlab.cli as cli
+import unetlab.folders
 
 from unetlab.cli import main
 
@@ -40,12 +49,19 @@ def test_generate_writes_a_dataset_and_refuses_to_mix(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--quick", "--lr", "0"], "lr must be a finite number > 0; got 0.0"),
+    (["train", "--quick", "--device", "gpu"], "unknown device 'gpu'"),
+    (["train", "--quick", "--n-train", "2000000"], "each split holds at most 1,000,000"),
+    (["evaluate", "--checkpoint", "weights.pt"], "weights.pt lacks the field(s) ['model_config', 'model_state'"),
+    (["generate", "--n", "2", "--size", "32", "--out", "thesis", "--overwrite"], "refusing to replace thesis"),
     (["train", "--quick", "--data", "no/such/folder"], "data folder not found: no/such/folder"),
     (["evaluate", "--checkpoint", "missing.pt"], "missing.pt"),
     (["generate", "--n", "2", "--size", "10", "--out", "x"], "size must be int in [32, 1024]; got 10"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
+    torch.save({"format": "unetlab.checkpoint", "format_version": 2}, "weights.pt")
+    Path("thesis").mkdir()
+    Path("thesis/thesis.txt").write_text("mine")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -85,3 +101,77 @@ def test_the_allocator_setting_is_explicit_said_and_can_be_refused(monkeypatch, 
     done = subprocess.run([sys.executable, "-m", "unetlab", "demo", "--help"], capture_output=True, text=True,
                           check=True)
     assert "--keep-freed-memory" in done.stdout and "process-wide" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("trained"))
+    assert main(["train", "--quick", "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda' is not available here" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["demo", "--threshold", "7"], ["demo", "--threshold", "-0.1"],
+                                  ["evaluate", "--checkpoint", "m.pt", "--threshold", "1"],
+                                  ["demo", "--threshold", "nan"]])
+def test_thresholds_outside_0_1_are_refused_by_the_parser(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--quick"])
+    assert done.value.code == 2
+    assert "--threshold: expected a number in [0, 1)" in capsys.readouterr().err
+
+
+def test_train_has_no_threshold_to_ignore(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit):
+        main(["train", "--quick", "--threshold", "0.5"])
+    assert "unrecognized arguments: --threshold" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "fit", lambda *a, **k: pytest.fail("trained before checking --out"))
+    (tmp_path / "file").write_text("not a folder")
+    for argv in (["train", "--quick", "--out", str(tmp_path / "file" / "run")],
+                 ["demo", "--quick", "--out", str(tmp_path / "run"), "--figures", str(tmp_path / "file" / "f")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "error: cannot write to" in err and "nothing was started" in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_writing_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(unetlab.folders, "_write_png", disk_full)
+    assert main(["generate", "--n", "2", "--size", "32", "--out", str(tmp_path / "ds")]) == 2
+    assert "error: could not write the dataset" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(unetlab.checkpoint.torch, "save", disk_full)
+    assert main(["train", "--quick", "--n-val", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt: No space left on device; its previous content, if any, is unchanged" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_resume_with_other_settings_is_refused_and_the_checkpoint_kept(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--quick", "--n-train", "4", "--n-val", "2", "--out", out]) == 0
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    for extra, message in ((["--lr", "1e-3"], "it was trained with lr=0.003; got lr=0.001"),
+                           (["--preset", "randomized"], "its data_config differs in"),
+                           (["--batch-size", "2"], "it was trained with batch_size=4; got batch_size=2")):
+        assert main(["train", "--quick", "--n-train", "4", "--n-val", "2", "--out", out, "--resume", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+def test_results_json_holds_null_for_undefined_scores_never_bare_nan(tmp_path):
+    cli._write_json(tmp_path / "r.json", {"a": float("nan"), "b": {"c": [1.0, math.inf]}, "d": 0.5})
+
+    def no_constants(name):
+        raise AssertionError(f"bare {name} in JSON")
+
+    loaded = json.loads((tmp_path / "r.json").read_text(), parse_constant=no_constants)
+    assert loaded == {"a": None, "b": {"c": [1.0, None]}, "d": 0.5,
+                      "undefined_values": {"a": "nan", "b.c[1]": "inf"}}

@@ -3,8 +3,10 @@
 import pytest
 import torch
 
+import unetlab
 import unetlab.device as device
-from unetlab.device import autocast_dtype, default_device, keep_freed_memory_for_reuse, use_channels_last
+from unetlab.device import (autocast_dtype, default_device, keep_freed_memory_for_reuse, resolve_device,
+                            use_channels_last)
 
 
 @pytest.mark.parametrize("cuda, mps, expected", [
@@ -71,3 +73,20 @@ def test_the_allocator_setting_is_made_once_and_then_only_reported(monkeypatch):
     monkeypatch.setattr(device, "_MALLOC_TUNED", None)
     monkeypatch.setattr(device.platform, "libc_ver", lambda: ("", ""))  # musl, or not Linux: nothing to do
     assert keep_freed_memory_for_reuse() is False and len(libc.calls) == 2
+
+
+def test_a_device_that_is_not_here_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device(None) == resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available here: .*; use 'cpu'"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match=r"device 'mps' is not available here"):
+        resolve_device(torch.device("mps"))
+    with pytest.raises(ValueError, match=r"unknown device 'gpu': expected cuda, cuda:N, mps or cpu"):
+        resolve_device("gpu")
+    with pytest.raises(ValueError, match="device 'cuda' is not available here"):
+        unetlab.fit(unetlab.UNet(base=2), [(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))], epochs=1,
+                    device="cuda", progress=False)
+    with pytest.raises(ValueError, match="device 'cuda' is not available here"):
+        unetlab.predict(unetlab.UNet(base=2), torch.zeros(8, 8), device="cuda")

@@ -53,6 +53,12 @@ def test_from_dict_rejects_unknown_fields():
         DefectConfig.from_dict({"colour": 3})
 
 
+@pytest.mark.parametrize("value", [None, [("size", 64)], "size=64"])
+def test_from_dict_refuses_what_is_not_a_dict(value):
+    with pytest.raises(ValueError, match=rf"DefectConfig.from_dict expects a dict of knobs .*; got {type(value).__name__}"):
+        DefectConfig.from_dict(value)
+
+
 def test_make_sample_rejects_bad_config_and_seed():
     with pytest.raises(ValueError, match="expects a DefectConfig"):
         make_sample({"size": 64}, 0)

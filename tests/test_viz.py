@@ -127,6 +127,26 @@ def test_interrupted_save_figure_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
+def test_a_full_disk_while_saving_a_figure_is_one_clear_error(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    fig, _ = plt.subplots(figsize=(2, 2))
+    path = save_figure(fig, tmp_path / "plot.png", dpi=30)
+    before = path.read_bytes()
+
+    def disk_full(file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fig, "savefig", disk_full)
+    with pytest.raises(OSError, match=r"could not write .*plot.png: No space left on device; its previous content, "
+                                      r"if any, is unchanged") as caught:
+        save_figure(fig, path)
+    assert caught.value.errno == errno.ENOSPC and "Errno" not in str(caught.value)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
 def test_gallery_shows_every_surface_with_each_defect_kind():
     from unetlab.synth import SURFACES
     from unetlab.viz import show_gallery

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ._version import __version__
+from .device import resolve_device
 from .history import History
 from .io import atomic_write
 from .model import UNet
@@ -183,7 +184,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {path} has an invalid model_config {payload['model_config']!r}: {err}") from err
     load_weights(model, payload["model_state"], path)
-    model.to(device).eval()
+    model.to(resolve_device(device)).eval()
     info = {
         "model_config": payload["model_config"],
         "data_config": payload["data_config"],

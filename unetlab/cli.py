@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import math
 import os
 import platform
 import sys
@@ -25,10 +26,10 @@ from .checkpoint import load_checkpoint
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, TASKS, RunSizes, is_quick,
                      run_sizes)
 from .data import SPLIT_START, EpochShuffle, SyntheticDefects, make_loaders, stack_items
-from .device import default_device, keep_freed_memory_for_reuse
+from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
 from .folders import DefectFolder, write_dataset
-from .io import atomic_write
+from .io import atomic_write, check_writable
 from .model import UNet, count_parameters
 from .synth import CLASS_NAMES, PRESETS, SURFACES, DefectConfig
 from .train import SCHEDULERS, fit
@@ -59,15 +60,43 @@ def _sizes(args: argparse.Namespace) -> tuple[RunSizes, str]:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(payload, indent=2, default=_plain).encode()))
+    atomic_write(path, lambda f: f.write(_json_text(payload).encode()))
 
 
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+def _json_text(payload: dict) -> str:
+    """``payload`` as strict JSON (never a bare NaN, which JSON does not have): numpy values become plain ones, and
+    a NaN or infinite score becomes null, its place and value listed under ``"undefined_values"``, e.g.
+    ``{"test.mean_dice": "nan"}`` (a class Dice with no pixel of any defect class to score)."""
+    undefined: dict[str, str] = {}
+    data = _json_ready(payload, "", undefined)
+    if undefined:
+        data["undefined_values"] = undefined
+    return json.dumps(data, indent=2, allow_nan=False)
+
+
+def _json_ready(value, where: str, undefined: dict[str, str]):
+    if isinstance(value, dict):
+        return {k: _json_ready(v, f"{where}.{k}" if where else str(k), undefined) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v, f"{where}[{i}]", undefined) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        undefined[where] = str(value)
+        return None
+    return value
+
+
+def _threshold(text: str) -> float:
+    """argparse type of ``--threshold``: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (a pixel is a defect when its probability is "
+                                         f"above it); got {text}")
+    return value
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:
@@ -131,8 +160,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
 def _tune_allocator(args: argparse.Namespace) -> None:
     """On a CPU, turn on :func:`unetlab.keep_freed_memory_for_reuse` (unless ``--no-keep-freed-memory``) and say so:
     it is a process-wide change, which the library itself never makes."""
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == "cpu" and args.keep_freed_memory and keep_freed_memory_for_reuse():
+    if resolve_device(args.device).type == "cpu" and args.keep_freed_memory and keep_freed_memory_for_reuse():
         print("allocator: glibc keeps freed memory for reuse in this process (faster CPU training; "
               "--no-keep-freed-memory to leave its default)")
 
@@ -143,6 +171,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not (args.resume or args.overwrite):
         raise SystemExit(f"error: {checkpoint} exists; pass --resume to continue it or --overwrite to start over")
+    check_writable(out)
+    if args.task == "multiclass":
+        check_writable(Path(args.figures))
     preset = args.preset or ("multiclass" if args.task == "multiclass" else "default")
     cfg = DefectConfig.preset(preset, size=sizes.image_size)
     model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
@@ -151,7 +182,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
     print(f"checkpoint: {checkpoint}")
     if args.task == "multiclass":
-        model, _ = load_checkpoint(checkpoint, device=args.device or default_device())  # the best epoch
+        model, _ = load_checkpoint(checkpoint, device=args.device)  # the best epoch
         scores, paths = _score_and_draw(model, loaders["test"], Path(args.figures))
         _write_results(out / "results.json", "multiclass", scores, checkpoint=checkpoint, training=settings)
         print(f"results: {out / 'results.json'}")
@@ -217,7 +248,10 @@ def _choose_threshold(model, val_loader: DataLoader, figures: Path) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    model, info = load_checkpoint(args.checkpoint, device=args.device or default_device())
+    check_writable(Path(args.figures))
+    if args.out:
+        check_writable(Path(args.out).parent)
+    model, info = load_checkpoint(args.checkpoint, device=args.device)
     sizes, _ = _sizes(args)
     cfg = DefectConfig.from_dict(info["data_config"]) if info.get("data_config") else DefectConfig()
     task = "binary" if model.config["out_channels"] == 1 else "multiclass"
@@ -226,7 +260,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          "class labels)")
     scores, paths = _score_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures), args.threshold)
     if task == "binary":
-        print(json.dumps(scores, indent=2, default=_plain))
+        print(_json_text(scores))
     if args.out:  # training wrote results.json beside the checkpoint; evaluating writes only where --out says
         _write_results(Path(args.out), task, scores, checkpoint=args.checkpoint)
         print(f"results: {args.out}")
@@ -238,9 +272,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     sizes, sizes_label = _sizes(args)
     cfg = DefectConfig(size=sizes.image_size)
-    out, figures = Path(args.out), Path(args.figures)
-    device = torch.device(args.device) if args.device else default_device()
-    args.device = device
+    out, figures = check_writable(Path(args.out)), check_writable(Path(args.figures))
+    device = args.device
     print(f"unetlab {__version__} demo on {device} ({sizes_label}: {sizes.n_train} train / {sizes.n_val} val / "
           f"{sizes.n_test} test images, {sizes.epochs} epochs)")
     seconds = {}
@@ -308,10 +341,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
     if not training:
-        p.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is a defect")
+        p.add_argument("--threshold", type=_threshold, default=0.5,
+                       help="probability above which a pixel is a defect, in [0, 1) (default 0.5)")
         return
-    p.add_argument("--threshold", type=float, default=None,
-                   help="probability above which a pixel is a defect (default: the best on the validation set)")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
     p.add_argument("--n-train", type=int, default=None,
@@ -346,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate -> train -> evaluate -> figures and results.json")
     _add_run_options(p)
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help="probability above which a pixel is a defect, in [0, 1) (default: the best on the "
+                        "validation set)")
     p.add_argument("--out", default="runs/demo", help="folder for the checkpoint and results.json")
     p.add_argument("--figures", default="figures", help="folder for the PNG figures (default figures/)")
     p.set_defaults(func=cmd_demo)
@@ -387,8 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "device"):
+            args.device = resolve_device(args.device)  # before any work: "--device cuda" on a CPU-only build
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # OSError: missing files, full disks, unwritable folders
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -27,6 +27,32 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; None picks :func:`default_device`.
+
+    One clear ValueError for a name torch does not know ("gpu") or a device this machine or this PyTorch build
+    lacks (``cuda`` on a CPU-only build, ``cuda:3`` on a one-GPU machine, ``mps`` off a Mac), instead of a torch
+    error deep inside the first ``.to(device)``.
+    """
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r}: expected cuda, cuda:N, mps or cpu") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            why = (f"this PyTorch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+                   else f"{count} CUDA device(s) visible")
+            raise ValueError(f"device {str(device)!r} is not available here: {why}; use 'cpu', or no device to "
+                             f"get the fastest one ({default_device()})")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} is not available here: no Apple GPU (MPS); use 'cpu', or no "
+                         f"device to get the fastest one ({default_device()})")
+    return resolved
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` (one of :data:`AMP_MODES`) on ``device``, or None for full float32.
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .batches import split_batch
 from .checks import check_unit_values, is_int, is_real
-from .device import default_device
+from .device import resolve_device
 from .metrics import (MetricAccumulator, class_dice, class_mean, confusion_counts, confusion_matrix,
                       counts_from_confusion, pooled_from_counts, scores_by_class, scores_from_confusion)
 from .synth import CLASS_NAMES
@@ -122,7 +122,7 @@ def _in_channels(model: nn.Module) -> int:
 
 
 def _prepare(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model.to(device)
     return device
 

@@ -42,6 +42,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     return path
 
 
+def check_writable(folder: Path) -> Path:
+    """Create ``folder`` if needed and write and remove a small file in it, so that a command finds an output
+    location it cannot use before it starts work, not after an epoch of training. Returns ``folder``.
+
+    Raises:
+        OSError: from :func:`write_error`: "cannot write to FOLDER: <reason>; nothing was started".
+    """
+    probe = folder / f".unetlab-write-test-{uuid.uuid4().hex[:8]}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as err:
+        raise write_error(err, f"cannot write to {folder}", "nothing was started") from err
+    return folder
+
+
 def new_folder_beside(path: Path, tag: str) -> Path:
     """A new empty folder ``.<name>.<tag>-<random>`` beside ``path``, to build a folder in before
     :func:`replace_folder` renames it into place (the same file system, so the rename is one step).

@@ -101,6 +101,9 @@ class DefectConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "DefectConfig":
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys keep their defaults."""
+        if not isinstance(d, dict):
+            raise ValueError(f"DefectConfig.from_dict expects a dict of knobs (as to_dict writes it); "
+                             f"got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

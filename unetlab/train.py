@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .batches import check_values, split_batch
 from .checkpoint import check_plain, load_weights, read_checkpoint, train_state, write_checkpoint
 from .checks import is_int, is_real
-from .device import autocast_dtype, default_device, use_channels_last
+from .device import autocast_dtype, resolve_device, use_channels_last
 from .history import History
 from .losses import BCEDiceLoss, CEDiceLoss
 from .metrics import class_dice, confusion_matrix, counts_from_confusion, pooled_from_counts
@@ -95,7 +95,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     """
     _check_arguments(epochs=epochs, lr=lr, scheduler=scheduler, seed=seed, resume=resume, checkpoint=checkpoint,
                      data_config=data_config)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     amp_dtype = autocast_dtype(amp, device)
     memory_format = torch.channels_last if use_channels_last(channels_last, device) else torch.contiguous_format
     in_channels, n_classes = _channels(model)

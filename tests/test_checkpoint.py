@@ -42,7 +42,8 @@ def test_one_flipped_bit_in_the_weights_is_one_clear_error(tmp_path):
     data = bytearray(path.read_bytes())
     data[offset + length // 2] ^= 0x10
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"m.pt: its weights do not match the sha256 stored with them: the file is damaged"):
+    with pytest.raises(ValueError, match=r"m.pt: its weights do not match the sha256 stored with them: the file is "
+                                         r"damaged"):
         load_checkpoint(path)
 
 

@@ -162,9 +162,10 @@ def test_predict_divides_uint8_by_255():
         (np.full((32, 32), 200.0), ValueError, r"in \[0, 1\]; got values 200\.\.200 .*divide by 255"),
         (np.full((32, 32), -0.5), ValueError, r"in \[0, 1\]; got values -0.5"),
         (np.zeros(32, np.float32), ValueError, r"numpy array of shape \(H, W\), \(N, H, W\) or \(N, 1, H, W\)"),
-        (np.zeros((2, 2, 32, 32), np.float32), ValueError, r"numpy array of shape \(H, W\), \(N, H, W\) or \(N, 1, H, W\)"),
-        (np.zeros((3, 64, 48), np.float32), ValueError, r"shape \(3, 64, 48\) is ambiguous: a colour image with its 3 "
-                                                        r"channels first, or a stack of 3 grayscale images\? .*images\[:, None\]"),
+        (np.zeros((2, 2, 32, 32), np.float32), ValueError, r"of shape \(H, W\), \(N, H, W\) or \(N, 1, H, W\)"),
+        (np.zeros((3, 64, 48), np.float32), ValueError,
+         r"shape \(3, 64, 48\) is ambiguous: a colour image with its 3 channels first, or a stack of 3 grayscale "
+         r"images\? .*images\[:, None\]"),
         (np.zeros((4, 64, 48), np.uint8), ValueError, r"shape \(4, 64, 48\) is ambiguous"),
         (np.zeros((32, 0), np.float32), ValueError, r"predict expects non-empty images; got shape \(32, 0\)"),
         (np.zeros((32, 32), np.int32), ValueError, "uint8 gray levels; got dtype torch.int32"),

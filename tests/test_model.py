@@ -122,7 +122,8 @@ def test_a_model_too_large_to_allocate_is_refused_before_any_allocation(kwargs):
     assert parameter_count(**{**dict(in_channels=1, out_channels=1, base=16, depth=2), **kwargs}) > MAX_PARAMETERS
 
 
-@pytest.mark.parametrize("config", [dict(), dict(base=3, depth=1), dict(in_channels=2, out_channels=4, base=8, depth=4)])
+@pytest.mark.parametrize("config", [dict(), dict(base=3, depth=1),
+                                    dict(in_channels=2, out_channels=4, base=8, depth=4)])
 def test_parameter_count_from_the_config_equals_the_built_model(config):
     model = UNet(**config)
     assert parameter_count(**model.config) == count_parameters(model)

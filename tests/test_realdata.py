@@ -1,6 +1,7 @@
 """Real images: the mask rule, both folder layouts, the verified download, fixed splits and random crops."""
 
 import hashlib
+import io
 import zipfile
 
 import cv2
@@ -10,7 +11,8 @@ import torch
 
 from unetlab.augment import AugmentConfig
 from unetlab.folders import DefectFolder, binarize_mask
-from unetlab.real import REAL_DATA_ENV, REAL_DATA_HINT, RandomCrops, download_magnetic_tile, real_data_root, real_splits
+from unetlab.real import (MT_ARCHIVE_SHA256, MT_ARCHIVE_URL, MT_COMMIT, REAL_DATA_ENV, REAL_DATA_HINT, RandomCrops,
+                          download_magnetic_tile, real_data_root, real_splits)
 
 
 def _write(path, array):
@@ -196,13 +198,15 @@ def test_download_verifies_unpacks_in_place_and_reuses_an_existing_copy(tmp_path
     assert sorted(p.name for p in dest.iterdir()) == ["MT_Blowhole", "MT_Free", "README.md"]
     ds = DefectFolder(out, mask_threshold="auto")
     assert ds.classes == ["Blowhole", "Free"] and ds[0][1].sum() > 0 and ds[1][1].sum() == 0
+    assert (dest.stat().st_mode & 0o777) == (tmp_path / "data").stat().st_mode & 0o777  # mkdir's, not 0700
     # A second call finds the dataset and does not download (this URL would fail).
     assert download_magnetic_tile(dest, url=(tmp_path / "gone.zip").as_uri(), progress=False) == dest
     # An archive without a top folder works too (here a single class), into an existing empty folder.
     flat = _zip(tmp_path / "flat.zip", {k.split("/", 1)[1]: v for k, v in _mt_members().items() if "Free" in k})
     (tmp_path / "empty").mkdir()
-    assert DefectFolder(download_magnetic_tile(tmp_path / "empty", url=flat.as_uri(), progress=False)).classes == [
-        "Free"]
+    unpacked = download_magnetic_tile(tmp_path / "empty", url=flat.as_uri(), sha256=None, allow_unverified=True,
+                                      progress=False)
+    assert DefectFolder(unpacked).classes == ["Free"]
 
 
 def _corrupt_crc(path):
@@ -240,7 +244,7 @@ def test_download_failures_are_clear_and_leave_nothing_behind(tmp_path, case, me
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match=message):
-        download_magnetic_tile(out / "mt", url=archive.as_uri(), sha256=sha256, progress=False)
+        download_magnetic_tile(out / "mt", url=archive.as_uri(), sha256=sha256, allow_unverified=True, progress=False)
     assert list(out.iterdir()) == []  # neither dest nor a temporary file or folder
     assert not (tmp_path / "evil.txt").exists()
 
@@ -249,10 +253,63 @@ def test_download_refuses_a_non_empty_folder_and_reports_missing_urls(tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="holds no dataset"):
-        download_magnetic_tile(tmp_path / "busy", url=(tmp_path / "x.zip").as_uri(), progress=False)
+        download_magnetic_tile(tmp_path / "busy", url=(tmp_path / "x.zip").as_uri(), sha256=None,
+                               allow_unverified=True,
+                               progress=False)
     with pytest.raises(OSError, match="could not download"):
-        download_magnetic_tile(tmp_path / "mt", url=(tmp_path / "x.zip").as_uri(), progress=False)
+        download_magnetic_tile(tmp_path / "mt", url=(tmp_path / "x.zip").as_uri(), sha256=None,
+                               allow_unverified=True,
+                               progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_the_default_download_is_pinned_to_one_commit_and_one_checksum(tmp_path):
+    assert len(MT_COMMIT) == 40 and MT_COMMIT.startswith("cc4eb53")  # the snapshot the local copy came from
+    assert MT_ARCHIVE_URL == f"https://github.com/abin24/Magnetic-tile-defect-datasets./archive/{MT_COMMIT}.zip"
+    assert len(MT_ARCHIVE_SHA256) == 64 and int(MT_ARCHIVE_SHA256, 16) >= 0
+    archive = _zip(tmp_path / "a.zip", _mt_members())
+    with pytest.raises(ValueError, match=r"sha256 mismatch: expected 592b.*pass the sha256 of the archive at that url"):
+        download_magnetic_tile(tmp_path / "mt", url=archive.as_uri(), progress=False)  # the pinned checksum
+    with pytest.raises(ValueError, match=r"needs the sha256 of the archive .* allow_unverified=True"):
+        download_magnetic_tile(tmp_path / "mt", url=archive.as_uri(), sha256=None, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.zip"]
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_anything_is_unpacked(tmp_path):
+    members = {**_mt_members(), f"{TOP}/padding.bin": b"\0" * 3_000_000}  # 3 MB that deflate to 3 KB
+    archive = _zip(tmp_path / "bomb.zip", members)
+    assert archive.stat().st_size < 100_000
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"would unpack to 3,00\d,\d{3} bytes, more than max_bytes=1,000,000"):
+        download_magnetic_tile(tmp_path / "out" / "mt", url=archive.as_uri(), sha256=None, allow_unverified=True,
+                               max_bytes=1_000_000, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_unpacking_stops_when_members_hold_more_than_they_declare(tmp_path, monkeypatch):
+    archive = _zip(tmp_path / "a.zip", _mt_members())
+    real_open = zipfile.ZipFile.open
+
+    def open_that_lies(self, name, *args, **kwargs):  # a member stream longer than its header says
+        stream = real_open(self, name, *args, **kwargs)
+        data = stream.read() + b"\0" * 2_000_000
+        return io.BytesIO(data)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", open_that_lies)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"unpacking stopped after 1,000,000 bytes \(max_bytes\)"):
+        download_magnetic_tile(tmp_path / "out" / "mt", url=archive.as_uri(), sha256=None, allow_unverified=True,
+                               max_bytes=1_000_000, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_download_larger_than_max_bytes_is_stopped(tmp_path):
+    archive = _zip(tmp_path / "a.zip", {**_mt_members(), f"{TOP}/noise.bin": np.random.default_rng(0).bytes(300_000)})
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"a.zip: the download is larger than max_bytes=200,000"):
+        download_magnetic_tile(tmp_path / "out" / "mt", url=archive.as_uri(), sha256=None, allow_unverified=True,
+                               max_bytes=200_000, progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def test_from_dict_rejects_unknown_fields():
 
 @pytest.mark.parametrize("value", [None, [("size", 64)], "size=64"])
 def test_from_dict_refuses_what_is_not_a_dict(value):
-    with pytest.raises(ValueError, match=rf"DefectConfig.from_dict expects a dict of knobs .*; got {type(value).__name__}"):
+    with pytest.raises(ValueError, match=rf"from_dict expects a dict of knobs .*; got {type(value).__name__}"):
         DefectConfig.from_dict(value)
 
 

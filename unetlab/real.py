@@ -30,6 +30,7 @@ from .augment import AugmentConfig, augment
 from .checks import gray_image, is_int
 from .data import check_share, crop_window, to_item
 from .folders import DefectFolder
+from .io import new_folder_beside, replace_folder
 from .synth import sample_rng
 
 REAL_DATA_ENV = "UNETLAB_REAL_DATA"
@@ -39,7 +40,18 @@ REAL_DATA_HINT = (
     "(or pass the folder as an argument). The dataset has no licence file: research use, cite Huang et al. 2020, "
     "\"Surface defect saliency of magnetic tile\", The Visual Computer 36, 85-96."
 )
-MT_ARCHIVE_URL = "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/refs/heads/master.zip"
+# What download_magnetic_tile fetches by default: one commit of the public repository, not a moving branch (its
+# owner could change the images we test on), and the sha256 of its zip. The commit is the snapshot HEAD the local
+# copy was made from (cc4eb53, 2020-05-09, ../shared/realdata/magnetic-tile/README.md); its full hash and the
+# archive's sha256 are as another project pinned them (NVIDIA's AnomalyGen prepare_magnetic_tile_defect.py) and
+# were not downloaded and checked here (no network on the machine that wrote this). GitHub does not promise
+# byte-stable archives: a mismatch stops the download with a clear error and unpacks nothing.
+MT_COMMIT = "cc4eb530b57b9cb7225bf76023873043ffd50655"
+MT_ARCHIVE_URL = f"https://github.com/abin24/Magnetic-tile-defect-datasets./archive/{MT_COMMIT}.zip"
+MT_ARCHIVE_SHA256 = "592b050953d1de4ffa538b93b6b91aee7268d8e59b73d4d9c92cfce187d7ce66"
+# The most a download may fetch, and unpack, in bytes: the dataset is 53 MB, so 256 MiB leaves room and stops a
+# zip bomb (a 1 MB archive that unpacks to 1 GiB) long before the disk is full.
+MT_MAX_BYTES = 256 * 2**20
 
 
 def real_data_root(path: str | os.PathLike | None = None) -> Path | None:
@@ -55,16 +67,24 @@ def real_data_root(path: str | os.PathLike | None = None) -> Path | None:
     return root if root.is_dir() else None
 
 
-def download_magnetic_tile(dest: str | os.PathLike, url: str = MT_ARCHIVE_URL, sha256: str | None = None,
-                           progress: bool = True) -> Path:
+def download_magnetic_tile(dest: str | os.PathLike, url: str = MT_ARCHIVE_URL, sha256: str | None = MT_ARCHIVE_SHA256,
+                           progress: bool = True, *, allow_unverified: bool = False,
+                           max_bytes: int = MT_MAX_BYTES) -> Path:
     """Download the public magnetic-tile repository's zip archive, verify it, and unpack it to ``dest``.
 
-    Before anything is unpacked the archive must pass: the sha256 (when given), the zip CRC check of every
-    member, safe member names (no absolute paths, no ``..``), and the expected ``MT_<Class>/Imgs/`` folders with
-    ``<stem>.jpg`` images beside ``<stem>.png`` masks (a single top folder, as in GitHub archives, is dropped).
-    The archive is streamed to a temporary file beside ``dest`` and unpacked into a temporary folder there, which
-    is renamed to ``dest`` in one step: on any failure nothing is left behind. ``dest`` may be missing or empty;
-    if it already holds a readable dataset it is returned without downloading. ``url`` may be a ``file://`` URL.
+    What is pinned: by default the archive of one commit (:data:`MT_COMMIT`, not a branch) and its sha256
+    (:data:`MT_ARCHIVE_SHA256`; see the comment above them for where they come from). Another ``url`` needs its
+    own ``sha256``; ``sha256=None`` is refused unless ``allow_unverified=True`` says, explicitly, to trust whatever
+    the url delivers.
+
+    Before anything is unpacked the archive must pass: the sha256, at most ``max_bytes`` downloaded and declared
+    unpacked (a zip bomb is refused from its headers), the zip CRC check of every member, safe member names (no
+    absolute paths, no ``..``), and the expected ``MT_<Class>/Imgs/`` folders with ``<stem>.jpg`` images beside
+    ``<stem>.png`` masks (a single top folder, as in GitHub archives, is dropped). While unpacking, the bytes
+    written are counted and more than ``max_bytes`` stops it, whatever the members declared. The archive is
+    streamed to a temporary file beside ``dest`` and unpacked into a temporary folder there, which is renamed to
+    ``dest`` in one step: on any failure nothing is left behind. ``dest`` may be missing or empty; if it already
+    holds a readable dataset it is returned without downloading. ``url`` may be a ``file://`` URL.
 
     Returns:
         ``dest``, the folder holding the ``MT_*`` folders, ready for ``DefectFolder(dest, mask_threshold="auto")``.
@@ -72,6 +92,9 @@ def download_magnetic_tile(dest: str | os.PathLike, url: str = MT_ARCHIVE_URL, s
     dest = Path(dest).expanduser()
     if _holds_dataset(dest):
         return dest
+    if sha256 is None and not allow_unverified:
+        raise ValueError(f"download_magnetic_tile needs the sha256 of the archive at {url} to check what arrives; "
+                         f"pass sha256=..., or allow_unverified=True to unpack it unchecked")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise FileExistsError(f"{dest} exists and holds no dataset; remove it or choose another folder")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -79,24 +102,44 @@ def download_magnetic_tile(dest: str | os.PathLike, url: str = MT_ARCHIVE_URL, s
     archive, unpacked = Path(name), None
     try:
         with os.fdopen(handle, "wb") as file:
-            digest = _fetch(url, file, progress, desc=f"downloading {dest.name}")
+            digest = _fetch(url, file, progress, f"downloading {dest.name}", max_bytes)
         if sha256 is not None and digest != sha256.strip().lower():
-            raise ValueError(f"{url}: sha256 mismatch: expected {sha256}, got {digest} (damaged or changed archive)")
+            hint = (" (the pinned archive of commit " + MT_COMMIT + ")" if url == MT_ARCHIVE_URL
+                    else "; for another url, pass the sha256 of the archive at that url")
+            raise ValueError(f"{url}: sha256 mismatch: expected {sha256}, got {digest}: a damaged or changed "
+                             f"archive{hint}; nothing unpacked")
         try:
             with zipfile.ZipFile(archive) as zf:
-                top = _check_archive(zf, url)
-                unpacked = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-                zf.extractall(unpacked)
+                top = _check_archive(zf, url, max_bytes)
+                unpacked = new_folder_beside(dest, "partial")
+                _unpack(zf, top, unpacked, max_bytes, url)
         except (zipfile.BadZipFile, zlib.error, EOFError) as e:
             raise ValueError(f"{url}: not a valid zip archive ({e})") from e
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.rename(unpacked / top, dest)
-    finally:  # on success too: the archive and the rest of the temporary folder go
+        replace_folder(unpacked, dest)  # dest is absent or empty, checked above
+    finally:  # on success too: the archive goes, and a partial folder on failure
         archive.unlink(missing_ok=True)
-        if unpacked is not None:
+        if unpacked is not None and unpacked.exists():
             shutil.rmtree(unpacked, ignore_errors=True)
     return dest
+
+
+def _unpack(zf: zipfile.ZipFile, top: str, folder: Path, max_bytes: int, url: str) -> None:
+    """Write the files of ``zf`` (names checked by :func:`_check_archive`) into ``folder``, without the ``top``
+    folder, counting the bytes as they are written: more than ``max_bytes`` in all stops it."""
+    written = 0
+    for info in zf.infolist():
+        relative = info.filename[len(top) + 1:] if top else info.filename
+        if info.is_dir() or not relative:
+            continue
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as source, open(target, "xb") as sink:
+            while chunk := source.read(1 << 20):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ValueError(f"{url}: unpacking stopped after {max_bytes:,} bytes (max_bytes): the archive "
+                                     f"holds more than it declares; nothing unpacked")
+                sink.write(chunk)
 
 
 def _holds_dataset(root: Path) -> bool:
@@ -106,14 +149,19 @@ def _holds_dataset(root: Path) -> bool:
         return False
 
 
-def _fetch(url: str, file, progress: bool, desc: str) -> str:
-    """Stream ``url`` into ``file`` with a progress bar; returns the sha256 hex digest of the bytes."""
-    digest = hashlib.sha256()
+def _fetch(url: str, file, progress: bool, desc: str, max_bytes: int) -> str:
+    """Stream ``url`` into ``file`` with a progress bar, at most ``max_bytes`` of it (whatever the server says its
+    length is); returns the sha256 hex digest of the bytes."""
+    digest, size = hashlib.sha256(), 0
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
                 while chunk := response.read(1 << 20):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ValueError(f"{url}: the download is larger than max_bytes={max_bytes:,}; is it the "
+                                         f"magnetic-tile archive? Nothing unpacked")
                     file.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -122,8 +170,13 @@ def _fetch(url: str, file, progress: bool, desc: str) -> str:
     return digest.hexdigest()
 
 
-def _check_archive(zf: zipfile.ZipFile, url: str) -> str:
-    """Verify names, CRCs and the MT_<Class>/Imgs/ layout; returns the top folder to unpack from ('' for none)."""
+def _check_archive(zf: zipfile.ZipFile, url: str, max_bytes: int) -> str:
+    """Verify the declared size, names, CRCs and the MT_<Class>/Imgs/ layout; returns the top folder to unpack
+    from ('' for none)."""
+    declared = sum(info.file_size for info in zf.infolist())
+    if declared > max_bytes:
+        raise ValueError(f"{url}: the archive would unpack to {declared:,} bytes, more than max_bytes={max_bytes:,} "
+                         f"(a zip bomb, or not the magnetic-tile archive); nothing unpacked")
     names = zf.namelist()
     for name in names:
         parts = PurePosixPath(name.replace("\\", "/")).parts

@@ -129,7 +129,7 @@ def _check_size(path: Path) -> None:
             with Image.open(path) as image:
                 width, height = image.size
     except Image.DecompressionBombError as err:
-        raise ValueError(f"{path}: {err}; {limit}") from None
+        raise ValueError(f"{path}: {str(err).rstrip('.')}; {limit}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:  # what Pillow raises for damaged headers
         raise ValueError(f"{path}: not a readable image (corrupt or unsupported format: {err})") from None
     if width * height > MAX_IMAGE_PIXELS:

@@ -134,12 +134,20 @@ def _unpack(zf: zipfile.ZipFile, top: str, folder: Path, max_bytes: int, url: st
         target = folder / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         with zf.open(info) as source, open(target, "xb") as sink:
-            while chunk := source.read(1 << 20):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise ValueError(f"{url}: unpacking stopped after {max_bytes:,} bytes (max_bytes): the archive "
-                                     f"holds more than it declares; nothing unpacked")
-                sink.write(chunk)
+            written = _copy_at_most(source, sink.write, max_bytes, written,
+                                    f"{url}: unpacking stopped after {max_bytes:,} bytes (max_bytes): the archive "
+                                    f"holds more than it declares; nothing unpacked")
+
+
+def _copy_at_most(source, write, max_bytes: int, copied: int, too_much: str) -> int:
+    """``write`` every 1 MiB chunk read from ``source``; returns ``copied`` plus the bytes copied, and raises
+    ValueError(``too_much``) as soon as that passes ``max_bytes`` (before writing the chunk that does)."""
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > max_bytes:
+            raise ValueError(too_much)
+        write(chunk)
+    return copied
 
 
 def _holds_dataset(root: Path) -> bool:
@@ -152,19 +160,18 @@ def _holds_dataset(root: Path) -> bool:
 def _fetch(url: str, file, progress: bool, desc: str, max_bytes: int) -> str:
     """Stream ``url`` into ``file`` with a progress bar, at most ``max_bytes`` of it (whatever the server says its
     length is); returns the sha256 hex digest of the bytes."""
-    digest, size = hashlib.sha256(), 0
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
-                while chunk := response.read(1 << 20):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ValueError(f"{url}: the download is larger than max_bytes={max_bytes:,}; is it the "
-                                         f"magnetic-tile archive? Nothing unpacked")
+                def write(chunk: bytes) -> None:
                     file.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+
+                _copy_at_most(response, write, max_bytes, 0, f"{url}: the download is larger than "
+                              f"max_bytes={max_bytes:,}; is it the magnetic-tile archive? Nothing unpacked")
     except urllib.error.URLError as e:
         raise OSError(f"could not download {url}: {e.reason}") from e
     return digest.hexdigest()

@@ -111,7 +111,7 @@ def test_multiclass_figures():
     assert "90.0%" in [t.get_text().split("\n")[0] for t in fig.axes[0].texts]
     plt.close(fig)
     with pytest.raises(ValueError, match="one row per class name"):
-        plot_confusion(np.zeros((3, 3)))
+        plot_confusion(np.zeros((3, 3)), class_names=("background", "scratch"))
 
 
 def test_cli_records_the_preset_window_and_learning_rate_it_trained_with(tmp_path):

@@ -7,13 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from unetlab.synth import CLASS_NAMES, SURFACES, DefectConfig, make_sample, sample_rng
+from unetlab.synth import CLASS_NAMES, SURFACES, Backgrounds, DefectConfig, make_sample, sample_rng
 
-SCRATCH, CRACK, STAIN = 1, 2, 3
+SCRATCH, CRACK, STAIN, PIT, CHIP, PATCH = 1, 2, 3, 4, 5, 6
+_NONE = dict(scratches=(0, 0), cracks=(0, 0), stains=(0, 0), defect_free=0.0)
 ONLY = {  # configs with a single defect kind and no defect-free images
-    "scratch": DefectConfig(scratches=(1, 1), cracks=(0, 0), stains=(0, 0), defect_free=0.0),
-    "crack": DefectConfig(scratches=(0, 0), cracks=(1, 1), stains=(0, 0), defect_free=0.0),
-    "stain": DefectConfig(scratches=(0, 0), cracks=(0, 0), stains=(1, 1), defect_free=0.0),
+    "scratch": DefectConfig(**{**_NONE, "scratches": (1, 1)}),
+    "crack": DefectConfig(**{**_NONE, "cracks": (1, 1)}),
+    "stain": DefectConfig(**{**_NONE, "stains": (1, 1)}),
+    "pit": DefectConfig(**_NONE, pits=(1, 1)),
+    "chip": DefectConfig(**_NONE, chips=(1, 1)),
+    "patch": DefectConfig(**_NONE, patches=(1, 1)),
 }
 
 
@@ -320,12 +324,13 @@ def test_presets_change_only_their_knobs_and_the_default_bytes_stay():
     assert DefectConfig().edge_shading == (0.0, 0.0) and DefectConfig().distractors == (0, 0)
     image, labels = make_sample(DefectConfig(size=64), 3)
     # Pinned from the generator as it is (any change of the default random streams moves all of these; a
-    # deliberate change of the default data updates them): 89 crack pixels, mean and spread in [0, 1] units.
-    np.testing.assert_allclose(np.bincount(labels.ravel(), minlength=4), [4007, 0, 89, 0], atol=2)
-    assert image.mean() == pytest.approx(0.48821, abs=1e-4) and image.std() == pytest.approx(0.04897, abs=1e-4)
+    # deliberate change of the default data updates them): 313 scratch pixels, mean and spread in [0, 1] units.
+    np.testing.assert_allclose(np.bincount(labels.ravel(), minlength=len(CLASS_NAMES)), [3783, 313, 0, 0, 0, 0, 0],
+                               atol=2)
+    assert image.mean() == pytest.approx(0.47751, abs=1e-4) and image.std() == pytest.approx(0.05451, abs=1e-4)
 
 
-def _hairline_share(cfg: DefectConfig, n: int = 24) -> float:
+def _hairline_share(cfg: DefectConfig, n: int = 300) -> float:
     """Share of scratch pixels on a stroke no wider than ~2 px (local distance-transform maximum <= 1 px)."""
     hair = total = 0
     for seed in range(n):
@@ -354,3 +359,162 @@ def test_distractors_and_edge_shading_change_the_image_but_never_the_labels():
         other, other_labels = make_sample(base.replace(**changes), 5)
         assert np.array_equal(labels, other_labels)
         assert np.abs(other - image).max() > 4 / 255
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The defect kinds that real inspection sees: pits, chips at an edge, large faint patches
+
+
+def _change(cfg, seed):
+    image, labels = make_sample(cfg, seed)
+    clean, _ = make_sample(cfg, seed, defects=False)
+    return image - clean, labels
+
+
+@pytest.mark.parametrize("kind", ["pit", "chip", "patch"])
+def test_new_kinds_carry_their_own_label_and_truthful_masks(kind):
+    """Same rule as the classic kinds: the mask is where the change is more than half the defect's contrast.
+    With contrasts above 20 gray levels, >= 90% of mask pixels changed visibly (> 8 gray levels), and no pixel
+    farther than 3 px from the mask did."""
+    label = CLASS_NAMES.index(kind)
+    cfg = ONLY[kind].replace(**{f"{kind}_contrast": (25.0, 60.0)})
+    near = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    inside = total = 0
+    for seed in range(40):
+        delta, labels = _change(cfg, seed)
+        assert set(np.unique(labels)) <= {0, label}
+        mask = labels == label
+        if not mask.any():
+            continue
+        visible = np.abs(delta) > 8 / 255
+        inside += visible[mask].sum()
+        total += mask.sum()
+        assert not (visible & ~(cv2.dilate(mask.view(np.uint8), near) > 0)).any(), f"seed {seed}"
+    assert total > 0 and inside / total >= 0.90
+
+
+def test_pits_are_small_dark_cores_with_a_brighter_rim():
+    cfg = ONLY["pit"].replace(pit_size=(5.0, 6.0), pit_rim=(0.6, 0.6), blur_sigma=(0.0, 0.0), noise=(0.0, 0.0))
+    rims = 0
+    for seed in range(20):
+        delta, labels = _change(cfg, seed)
+        core = labels == PIT
+        assert 40 < core.sum() < 500, f"seed {seed}: {core.sum()} px is no pit"
+        assert delta[core].mean() < -20 / 255
+        ring = (cv2.dilate(core.view(np.uint8), np.ones((5, 5), np.uint8)) > 0) & ~core
+        rims += delta[ring].max() > 5 / 255
+    assert rims >= 18
+
+
+def test_chips_touch_an_edge_of_the_image():
+    for seed in range(20):
+        _, labels = _change(ONLY["chip"], seed)
+        chip = labels == CHIP
+        assert chip.any()
+        assert chip[0].any() or chip[-1].any() or chip[:, 0].any() or chip[:, -1].any(), f"seed {seed}"
+
+
+def test_patches_are_large_faint_and_change_the_texture():
+    cfg = ONLY["patch"].replace(patch_contrast=(10.0, 10.0), noise=(0.0, 0.0))
+    areas, faint = [], []
+    for seed in range(10):
+        delta, labels = _change(cfg, seed)
+        patch = labels == PATCH
+        areas.append(patch.mean())
+        faint.append(abs(np.median(delta[patch])))
+    assert np.median(areas) > 0.05  # a stain covers ~1% of an image
+    assert max(faint) < 20 / 255
+    rough, smooth = (ONLY["patch"].replace(patch_texture=(v, v), patch_contrast=(2.0, 2.0), noise=(0.0, 0.0))
+                     for v in (1.0, -1.0))
+    image_r, labels_r = make_sample(rough, 4)
+    image_s, _ = make_sample(smooth, 4)
+    clean, _ = make_sample(rough, 4, defects=False)
+    inside = labels_r == PATCH
+    grain = lambda im: np.abs(im - cv2.GaussianBlur(im, (0, 0), 2.0))[inside].mean()  # noqa: E731
+    assert grain(image_r) > 1.5 * grain(clean) > 2.25 * grain(image_s)
+
+
+def test_the_new_kinds_are_off_by_default_so_the_default_data_keep_three_classes():
+    cfg = DefectConfig()
+    assert cfg.pits == cfg.chips == cfg.patches == (0, 0)
+    labels = np.concatenate([make_sample(cfg, seed)[1].ravel() for seed in range(30)])
+    assert labels.max() <= STAIN
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One knob re-draws only what it governs
+
+
+def test_adding_a_defect_leaves_every_other_defect_where_it_was():
+    base = DefectConfig(cracks=(1, 1), scratches=(1, 1), stains=(1, 1), defect_free=0.0)
+    for seed in range(10):
+        _, before = make_sample(base, seed)
+        _, after = make_sample(base.replace(cracks=(2, 2)), seed)
+        _, other = make_sample(base.replace(stains=(2, 2), pits=(1, 1)), seed)
+        new_crack = (after == CRACK) & (before != CRACK)
+        for kind in (SCRATCH, STAIN):  # (the new crack may lie over a stain: it is painted later)
+            assert np.array_equal((before == kind) & ~new_crack, after == kind), f"seed {seed}: {kind} moved"
+        assert ((before == CRACK) <= (after == CRACK) | (after == SCRATCH)).all()  # the first crack stays
+        assert (after == CRACK).sum() > (before == CRACK).sum()
+        assert np.array_equal(before == CRACK, other == CRACK) and np.array_equal(before == SCRATCH,
+                                                                                  other == SCRATCH)
+
+
+def test_changing_one_kinds_contrast_keeps_every_shape():
+    base = DefectConfig(cracks=(1, 1), stains=(1, 1), defect_free=0.0)
+    for seed in range(5):
+        _, a = make_sample(base, seed)
+        _, b = make_sample(base.replace(stain_contrast=(20.0, 20.0), crack_contrast=(140.0, 140.0)), seed)
+        assert np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Defects on your own defect-free images
+
+
+def _bank():
+    rng = np.random.default_rng(0)
+    tall = np.clip(0.4 + 0.05 * rng.standard_normal((300, 120)), 0, 1).astype(np.float32)
+    ramp = np.tile(np.linspace(0.2, 0.8, 400, dtype=np.float32), (280, 1))
+    return Backgrounds([tall, (ramp * 255).astype(np.uint8)])
+
+
+def test_backgrounds_give_reproducible_windows_of_the_bank_with_the_same_defects():
+    bank = _bank()
+    cfg = DefectConfig(size=128, defect_free=0.0, illumination=(0.0, 0.0), noise=(0.0, 0.0),
+                       background_gain=(1.0, 1.0), background_shift=(0.0, 0.0))
+    a, labels = make_sample(cfg, 5, backgrounds=bank)
+    b, again = make_sample(cfg, 5, backgrounds=bank)
+    assert a.tobytes() == b.tobytes() and np.array_equal(labels, again)
+    assert labels.any()
+    _, procedural = make_sample(cfg, 5)
+    assert np.array_equal(labels, procedural)  # the same knobs and seed draw the same defects on any surface
+    clean, _ = make_sample(cfg, 5, backgrounds=bank, defects=False)
+    pixels = np.concatenate([im.ravel() for im in bank.images])
+    assert np.isin(np.round(clean * 255), np.round(pixels * 255)).all()  # every clean pixel is a bank pixel
+    assert not np.array_equal(clean, make_sample(cfg, 6, backgrounds=bank, defects=False)[0])
+
+
+def test_background_knobs_shift_and_scale_the_window():
+    bank = Backgrounds([np.clip(0.5 + 0.05 * np.random.default_rng(1).standard_normal((200, 200)), 0, 1)])
+    quiet = dict(size=128, scratches=(0, 0), cracks=(0, 0), stains=(0, 0), illumination=(0.0, 0.0),
+                 noise=(0.0, 0.0))
+    plain = make_sample(DefectConfig(**quiet, background_gain=(1.0, 1.0), background_shift=(0.0, 0.0)), 1,
+                        backgrounds=bank)[0]
+    moved = make_sample(DefectConfig(**quiet, background_gain=(2.0, 2.0), background_shift=(30.0, 30.0)), 1,
+                        backgrounds=bank)[0]
+    assert moved.mean() - plain.mean() == pytest.approx(30 / 255, abs=2e-3)
+    assert moved.std() == pytest.approx(2 * plain.std(), rel=0.02)
+
+
+def test_bad_backgrounds_are_refused_clearly():
+    with pytest.raises(ValueError, match="at least one image"):
+        Backgrounds([])
+    with pytest.raises(ValueError, match="grayscale"):
+        Backgrounds([np.zeros((64, 64, 3), np.float32)])
+    with pytest.raises(ValueError, match="single"):
+        Backgrounds(np.zeros((64, 64), np.float32))
+    with pytest.raises(ValueError, match="values in"):
+        Backgrounds([np.full((64, 64), 3.0, np.float32)])
+    with pytest.raises(ValueError, match="Backgrounds"):
+        make_sample(DefectConfig(), 0, backgrounds=[np.zeros((64, 64), np.float32)])

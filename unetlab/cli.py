@@ -31,7 +31,7 @@ from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, th
 from .folders import DefectFolder, write_dataset
 from .io import atomic_write, check_writable
 from .model import UNet, count_parameters
-from .synth import CLASS_NAMES, PRESETS, SURFACES, DefectConfig
+from .synth import PRESETS, SURFACES, DefectConfig
 from .train import SCHEDULERS, fit
 from .viz import (plot_confusion, plot_history, plot_threshold_sweep, save_figure, show_gallery,
                   show_label_predictions, show_predictions)
@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     depth = args.depth if args.depth is not None else (3 if multiclass else 2)
     if sizes.crop is not None and sizes.crop % 2**depth:
         raise SystemExit(f"error: --crop must be a multiple of {2**depth} for a depth-{depth} UNet; got {sizes.crop}")
-    model = UNet(out_channels=len(CLASS_NAMES) if multiclass else 1, base=args.base, depth=depth)
+    model = UNet(out_channels=cfg.n_classes if multiclass else 1, base=args.base, depth=depth)
     if args.card:
         lr = CARD_LR
     elif args.lr is not None:

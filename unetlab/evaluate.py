@@ -309,7 +309,7 @@ def evaluate_multiclass(
     model: nn.Module,
     loader: Iterable,
     *,
-    class_names: tuple[str, ...] = CLASS_NAMES,
+    class_names: tuple[str, ...] | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -326,6 +326,7 @@ def evaluate_multiclass(
     if k < 2:
         raise ValueError("evaluate_multiclass needs a multi-class model (out_channels >= 2); for a binary model "
                          "use evaluate")
+    class_names = CLASS_NAMES[:k] if class_names is None else tuple(class_names)
     if len(class_names) != k:
         raise ValueError(f"evaluate_multiclass got {len(class_names)} class_names for a model with {k} classes")
     device = _prepare(model, device)

@@ -430,7 +430,8 @@ class MetricAccumulator:
             ``mean_dice``: mean of the per-image Dice;
             ``fp_rate_defect_free``: share of the images with an empty truth on which any pixel is predicted
             (NaN without such images);
-            ``class_recall``: ``{class name: pooled recall}`` (empty without labels; NaN for an absent class);
+            ``class_recall``: ``{class name: pooled recall}`` for the classes that have pixels in the labels
+            seen (empty without labels: an absent class has no recall to report);
             ``instance_recall``, ``instances_found``, ``instances_total``: see :func:`instance_recall`;
             ``n_images``, ``n_defect_free``;
             ``per_image``: ``{"dice", "iou", "precision", "recall", "truth_pixels", "pred_pixels"}`` -> lists.
@@ -443,7 +444,10 @@ class MetricAccumulator:
         n_defect_free = int(defect_free.sum())
         fp_images = int(((tp + fp) > 0)[defect_free].sum())
         class_recall_ = (
-            _recall_by_class(self._class_found, self._class_total, self.class_names) if self._with_labels else {}
+            {name: recall for (name, recall), total in
+             zip(_recall_by_class(self._class_found, self._class_total, self.class_names).items(),
+                 self._class_total[1:]) if total}
+            if self._with_labels else {}
         )
         return {
             **pooled_from_counts(tp, fp, fn),

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from .checks import is_int, is_real
+from .checks import gray_image, is_int, is_real
 
-CLASS_NAMES: tuple[str, ...] = ("background", "scratch", "crack", "stain")
+CLASS_NAMES: tuple[str, ...] = ("background", "scratch", "crack", "stain", "pit", "chip", "patch")
 SURFACES: tuple[str, ...] = ("brushed", "cast", "woven")
 SURFACE_CHOICES: tuple[str, ...] = ("mixed", *SURFACES)
 
@@ -81,9 +82,27 @@ class DefectConfig:
     stain_size: tuple[float, float] = _knob((10.0, 28.0), 4.0, 120.0, 1.0, "stain radius", "px")
     stain_contrast: tuple[float, float] = _knob((35.0, 75.0), 10.0, 150.0, 1.0,
                                                 "stain contrast (lighter or darker)", "gray levels")
+    pits: tuple[int, int] = _knob((0, 0), 0, 8, 1, "pits and pores per image (dark core, bright rim)")
+    pit_size: tuple[float, float] = _knob((2.0, 8.0), 1.0, 30.0, 0.5, "pit radius", "px")
+    pit_contrast: tuple[float, float] = _knob((30.0, 90.0), 10.0, 150.0, 1.0, "pit darkening", "gray levels")
+    pit_rim: tuple[float, float] = _knob((0.0, 0.4), 0.0, 1.0, 0.05, "pit rim brightening (x the darkening)")
+    chips: tuple[int, int] = _knob((0, 0), 0, 3, 1, "chips and breaks at an image edge")
+    chip_size: tuple[float, float] = _knob((10.0, 40.0), 4.0, 120.0, 1.0, "chip radius", "px")
+    chip_contrast: tuple[float, float] = _knob((25.0, 90.0), 10.0, 150.0, 1.0,
+                                               "chip contrast (mostly darker)", "gray levels")
+    patches: tuple[int, int] = _knob((0, 0), 0, 3, 1, "large faint patches (uneven finish, wear)")
+    patch_size: tuple[float, float] = _knob((30.0, 90.0), 10.0, 300.0, 1.0, "patch radius", "px")
+    patch_contrast: tuple[float, float] = _knob((8.0, 30.0), 2.0, 80.0, 1.0,
+                                                "patch contrast (lighter or darker)", "gray levels")
+    patch_texture: tuple[float, float] = _knob((-0.5, 0.8), -1.0, 2.0, 0.05,
+                                               "texture change inside a patch (-1 smooth, 0 same, 1 twice as rough)")
     defect_free: float = _knob(0.1, 0.0, 1.0, 0.05, "share of images without any defect")
     blur_sigma: tuple[float, float] = _knob((0.4, 1.0), 0.0, 3.0, 0.05, "optical blur sigma", "px")
     noise: tuple[float, float] = _knob((2.0, 5.0), 0.0, 25.0, 0.5, "sensor noise std", "gray levels")
+    background_shift: tuple[float, float] = _knob((-20.0, 20.0), -100.0, 100.0, 1.0,
+                                                  "brightness shift of a real background", "gray levels")
+    background_gain: tuple[float, float] = _knob((0.8, 1.25), 0.25, 4.0, 0.05,
+                                                 "contrast gain of a real background (x1 = as shot)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -110,6 +129,14 @@ class DefectConfig:
             raise ValueError(f"DefectConfig has no field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**d)
 
+
+    @property
+    def n_classes(self) -> int:
+        """Class ids this config can draw, background included: 1 + the highest id of a kind whose count can
+        be above 0 (4 for the tutorial's scratch, crack and stain; up to ``len(CLASS_NAMES)``). A multi-class
+        model of this data needs this many outputs."""
+        drawn = [CLASS_NAMES.index(name) for name, knob, _ in _DEFECT_KINDS if getattr(self, knob)[1] > 0]
+        return 1 + max(drawn, default=0)
 
     @classmethod
     def preset(cls, name: str, **changes) -> "DefectConfig":
@@ -188,13 +215,16 @@ def _streams(seed_or_rng) -> tuple[np.random.Generator, np.random.Generator, np.
 
 
 def _uniform(rng: np.random.Generator, pair: tuple[float, float]) -> float:
+    """A uniform draw from ``pair``. It always draws one number, also when low == high, so fixing one knob
+    leaves every later draw of the same stream (and so every shape) as it was."""
     lo, hi = pair
-    return lo if lo == hi else float(rng.uniform(lo, hi))
+    return float(rng.uniform(lo, hi))
 
 
 def _count(rng: np.random.Generator, pair: tuple[int, int]) -> int:
+    """A uniform integer in [low, high]; always one draw, as in :func:`_uniform`."""
     lo, hi = pair
-    return lo if lo == hi else int(rng.integers(lo, hi + 1))
+    return int(rng.integers(lo, hi + 1))
 
 
 @lru_cache(maxsize=4)
@@ -298,18 +328,76 @@ def _add_lighting(img: np.ndarray, rng: np.random.Generator, mean: float, peak_t
     img += fx * np.float32(k)
 
 
-def _surface(cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
-    """(size, size) float32 surface in [0, 1] units (1/255 per gray level), before defects, blur and noise."""
+def _surface(cfg: DefectConfig, rng: np.random.Generator, backgrounds: Backgrounds | None = None) -> np.ndarray:
+    """(size, size) float32 surface in [0, 1] units (1/255 per gray level), before defects, blur and noise:
+    a procedural texture, or a window of a real background when ``backgrounds`` is given."""
     n = cfg.size
-    kind = cfg.surface if cfg.surface != "mixed" else SURFACES[rng.integers(len(SURFACES))]
-    img = _SURFACE_MAKERS[kind](rng, n, _uniform(rng, cfg.texture_scale))
-    img *= np.float32(_uniform(rng, cfg.texture_contrast) / 255)
-    _add_lighting(img, rng, _uniform(rng, cfg.brightness) / 255, _uniform(rng, cfg.illumination) / 255)
-    if cfg.edge_shading[1] > 0:  # (the default configs draw nothing here, so their bytes do not change)
+    if backgrounds is None:
+        kind = cfg.surface if cfg.surface != "mixed" else SURFACES[rng.integers(len(SURFACES))]
+        img = _SURFACE_MAKERS[kind](rng, n, _uniform(rng, cfg.texture_scale))
+        img *= np.float32(_uniform(rng, cfg.texture_contrast) / 255)
+        mean = _uniform(rng, cfg.brightness) / 255
+    else:
+        img = backgrounds.window(rng, n, _uniform(rng, cfg.background_gain))
+        mean = _uniform(rng, cfg.background_shift) / 255  # a real surface has its own mean: only shift it
+    _add_lighting(img, rng, mean, _uniform(rng, cfg.illumination) / 255)
+    if cfg.edge_shading[1] > 0:  # (the default configs draw nothing here)
         _add_edge_shading(img, rng, _uniform(rng, cfg.edge_shading) / 255)
     for _ in range(_count(rng, cfg.distractors)):
         _add_streak(img, rng)
     return img
+
+
+class Backgrounds:
+    """A bank of real defect-free images to paint defects on, instead of the procedural surfaces.
+
+    Defect-free pictures of good parts are cheap on a real line; labels are not. Each sample takes a random
+    ``size`` x ``size`` window of one image of the bank (mirror-padded where the image is smaller), flipped and
+    transposed at random, with its contrast scaled about its mean by the ``background_gain`` knob and its
+    brightness moved by ``background_shift``: one image gives many surfaces. The defects, the camera blur of
+    the defects and the sensor noise then follow the same knobs as on a procedural surface.
+
+    This class holds pixels only (numpy, no files): :func:`unetlab.real.load_backgrounds` reads a folder.
+
+    Args:
+        images: (H, W) grayscale images, float in [0, 1] or uint8 gray levels; any sizes (at least 2 x 2).
+            They are kept as float32, in the given order (the same bank and seed give the same bytes).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray]) -> None:
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            raise ValueError("Backgrounds expects a sequence of (H, W) images; got a single (H, W) array "
+                             "(wrap it in a list)")
+        self.images = [gray_image(image, f"Backgrounds: image {k}", uint8=True) for k, image in enumerate(images)]
+        if not self.images:
+            raise ValueError("Backgrounds needs at least one image; got none")
+        small = [k for k, image in enumerate(self.images) if min(image.shape) < 2]
+        if small:
+            raise ValueError(f"Backgrounds needs images of at least 2 x 2 pixels; image {small[0]} is "
+                             f"{self.images[small[0]].shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def window(self, rng: np.random.Generator, size: int, gain: float = 1.0) -> np.ndarray:
+        """A random (size, size) float32 window of one image in [0, 1] units, flipped and transposed at random,
+        its deviation from its own mean multiplied by ``gain`` (values may leave [0, 1]; the sample is clipped
+        at the end)."""
+        image = self.images[int(rng.integers(len(self.images)))]
+        h, w = image.shape
+        if h < size or w < size:
+            image = np.pad(image, ((0, max(0, size - h)), (0, max(0, size - w))), mode="reflect")
+            h, w = image.shape
+        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        win = image[y:y + size, x:x + size]
+        flip_x, flip_y, turn = rng.random(3) < 0.5
+        win = win[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+        win = np.array(win.T if turn else win, dtype=np.float32)
+        mean = np.float32(win.mean())
+        win -= mean
+        win *= np.float32(gain)
+        win += mean
+        return win
 
 
 def _add_edge_shading(img: np.ndarray, rng: np.random.Generator, depth: float) -> None:
@@ -464,46 +552,132 @@ def _place(n: int, side: int, centre: np.ndarray) -> tuple[slice, slice, slice, 
     return (slice(iy0, iy1), slice(ix0, ix1), slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
 
 
-def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
-    """Paint defects onto ``img`` ((size, size) float32, in place); return their (size, size) uint8 labels."""
+def _draw_pit(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    """A pit or pore (blowhole, inclusion, pinhole): a small dark ellipse, deepest in the middle, with an
+    optional bright rim where its edge catches the light. Label 4 where the core covers >= 1/2 of a pixel; the
+    rim stays unlabelled (it is the surface around the hole, and it changes the image by less than the core)."""
     n = cfg.size
-    labels = np.zeros((n, n), np.uint8)
-    if rng.random() < cfg.defect_free:
+    radius, aspect, angle = _uniform(rng, cfg.pit_size), float(rng.uniform(1.0, 1.8)), float(rng.uniform(0, math.pi))
+    depth = _uniform(rng, cfg.pit_contrast) / 255
+    rim = _uniform(rng, cfg.pit_rim) * depth
+    half = int(math.ceil(radius * aspect)) + 4
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
+    u = (xx * math.cos(angle) + yy * math.sin(angle)) / aspect
+    v = -xx * math.sin(angle) + yy * math.cos(angle)
+    outside = np.sqrt(u * u + v * v) - np.float32(radius)  # beyond the edge, in px across the short axis
+    core = np.clip(0.5 - outside, 0, 1)  # 1 px anti-aliased edge: coverage 1/2 on the ellipse
+    bowl = np.clip(1 - (outside / radius + 1) ** 2, 0, 1)  # deepest in the middle
+    away = cv2.distanceTransform((core < 0.5).view(np.uint8), cv2.DIST_L2, 3)  # true px from the core
+    ring = np.exp(-0.5 * ((away - 1.0) / 0.7) ** 2) * (1 - core)
+    delta = -depth * core * (0.6 + 0.4 * bowl) + np.float32(rim) * ring
+    iy, ix, py, px = _place(n, delta.shape[0], rng.uniform(0, n, size=2))
+    img[iy, ix] += delta[py, px]
+    labels[iy, ix][core[py, px] >= 0.5] = 4
+
+
+def _draw_chip(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    """A chip or break at an edge of the part (here: the image edge): an irregular bite centred on the edge,
+    where material is missing, so the texture is gone and the gray level jumps (mostly darker). Label 5."""
+    n = cfg.size
+    radius = _uniform(rng, cfg.chip_size)
+    alpha = _stain_alpha(rng, radius)
+    along = float(rng.uniform(0.1, 0.9)) * n
+    centre = [(along, 0.0), (n - 1.0, along), (along, n - 1.0), (0.0, along)][int(rng.integers(4))]
+    iy, ix, py, px = _place(n, alpha.shape[0], np.array(centre))
+    a = alpha[py, px]
+    patch = img[iy, ix]
+    polarity = 1.0 if rng.random() < 0.25 else -1.0
+    flat = cv2.GaussianBlur(patch, (0, 0), 3.0)
+    patch += (flat - patch) * (np.float32(0.8) * a)  # a fracture face or a hole: no surface grain
+    patch += np.float32(polarity * _uniform(rng, cfg.chip_contrast) / 255) * a
+    labels[iy, ix][a > 0.5] = 5
+
+
+def _draw_patch(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    """A large, faint patch (uneven finish, wear, discoloration, mura): an irregular blob a little lighter or
+    darker than its surroundings, whose texture is smoother (``patch_texture`` < 0) or rougher (> 0) than the
+    rest. Label 6 where its alpha is > 1/2, as for stains."""
+    n = cfg.size
+    alpha = _stain_alpha(rng, _uniform(rng, cfg.patch_size))
+    contrast = _uniform(rng, cfg.patch_contrast) / 255 * rng.choice([-1.0, 1.0])
+    texture = _uniform(rng, cfg.patch_texture)
+    iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
+    a = alpha[py, px]
+    patch = img[iy, ix]
+    grain = patch - cv2.GaussianBlur(patch, (0, 0), 2.0)
+    patch += grain * (np.float32(texture) * a)
+    patch += np.float32(contrast) * a
+    labels[iy, ix][a > 0.5] = 6
+
+
+def _draw_stain(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+    """An irregular, soft-edged blob, lighter or darker, that hides the grain under it. Label 3."""
+    n = cfg.size
+    radius = _uniform(rng, cfg.stain_size)
+    alpha = _stain_alpha(rng, radius)
+    contrast = _uniform(rng, cfg.stain_contrast) / 255 * rng.choice([-1.0, 1.0])
+    mottle = 1 + 0.25 * _upsample(noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
+    iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
+    a = alpha[py, px]
+    patch = img[iy, ix]
+    # A deposit hides the grain under it: pull the texture towards its local mean. This is also what makes a
+    # stain's middle recognisable from nearby pixels alone, without seeing its edge.
+    smooth = cv2.GaussianBlur(patch, (0, 0), 3.0)
+    patch += (smooth - patch) * (np.float32(rng.uniform(0.5, 0.9)) * a)
+    patch += np.float32(contrast) * a * mottle[py, px]
+    labels[iy, ix][a > 0.5] = 3
+
+
+def _line_drawer(label: int, draw, contrast_of, sign: float | None):
+    """A drawer for a line-like defect (crack, scratch): coverage drawn on a canvas, then added as contrast."""
+    def drawer(img: np.ndarray, labels: np.ndarray, rng: np.random.Generator, cfg: DefectConfig) -> None:
+        canvas = np.zeros(img.shape, np.uint8)
+        draw(canvas, rng, cfg)
+        polarity = sign if sign is not None else rng.choice([-1.0, 1.0])
+        contrast = polarity * _uniform(rng, contrast_of(cfg)) / 255
+        x, y, w, h = cv2.boundingRect(canvas)  # work only where the defect was drawn
+        box = np.s_[y:y + h, x:x + w]
+        cv2.addWeighted(canvas[box], contrast / 255, img[box], 1.0, 0.0, dst=img[box], dtype=cv2.CV_32F)
+        labels[box][canvas[box] > 127] = label
+    return drawer
+
+
+# Defect kinds in the order they are painted, each with its count knob and drawer. Where defects overlap, the
+# one painted later keeps its label, so a thin scratch across a stain stays a scratch: large faint ones lie
+# underneath, thin sharp ones on top. The label of each kind is its index in CLASS_NAMES.
+_DEFECT_KINDS = (
+    ("patch", "patches", _draw_patch),
+    ("chip", "chips", _draw_chip),
+    ("stain", "stains", _draw_stain),
+    ("pit", "pits", _draw_pit),
+    ("crack", "cracks", _line_drawer(2, _draw_crack, lambda cfg: cfg.crack_contrast, -1.0)),
+    ("scratch", "scratches", _line_drawer(1, _draw_scratch, lambda cfg: cfg.scratch_contrast, None)),
+)
+
+
+def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -> np.ndarray:
+    """Paint defects onto ``img`` ((size, size) float32, in place); return their (size, size) uint8 labels.
+
+    Every random choice comes from its own stream, keyed by what it decides: whether the image is defect-free,
+    each kind's count, and defect j of each kind. So moving one knob re-draws only what it governs: adding a
+    crack (cracks 0-1 -> 1-1) leaves every stain and scratch where it was, and the first crack keeps its path.
+    """
+    labels = np.zeros(img.shape, np.uint8)
+    root = int(rng.integers(2**63))
+
+    def stream(*key: int) -> np.random.Generator:
+        return np.random.default_rng([root, *key])
+
+    if stream(0).random() < cfg.defect_free:
         return labels
-    counts = [_count(rng, cfg.stains), _count(rng, cfg.cracks), _count(rng, cfg.scratches)]
-    possible = [i for i, pair in enumerate((cfg.stains, cfg.cracks, cfg.scratches)) if pair[1] > 0]
-    if sum(counts) == 0 and possible:  # only the defect_free knob decides which images are empty
-        counts[possible[int(rng.integers(len(possible)))]] = 1
-    n_stains, n_cracks, n_scratches = counts
-
-    for _ in range(n_stains):
-        radius = _uniform(rng, cfg.stain_size)
-        alpha = _stain_alpha(rng, radius)
-        contrast = _uniform(rng, cfg.stain_contrast) / 255 * rng.choice([-1.0, 1.0])
-        mottle = 1 + 0.25 * _upsample(noise_window(rng, 4, 4), *alpha.shape)  # stains are not flat inside
-        iy, ix, py, px = _place(n, alpha.shape[0], rng.uniform(0, n, size=2))
-        a = alpha[py, px]
-        patch = img[iy, ix]
-        # A deposit hides the grain under it: pull the texture towards its local mean. This is also what makes a
-        # stain's middle recognisable from nearby pixels alone, without seeing its edge.
-        smooth = cv2.GaussianBlur(patch, (0, 0), 3.0)
-        patch += (smooth - patch) * (np.float32(rng.uniform(0.5, 0.9)) * a)
-        patch += np.float32(contrast) * a * mottle[py, px]
-        labels[iy, ix][a > 0.5] = 3
-
-    canvas = np.empty((n, n), np.uint8)
-    for label, count, draw, contrast_range, sign in (
-            (2, n_cracks, _draw_crack, cfg.crack_contrast, -1.0),
-            (1, n_scratches, _draw_scratch, cfg.scratch_contrast, None)):
-        for _ in range(count):
-            canvas.fill(0)
-            draw(canvas, rng, cfg)
-            polarity = sign if sign is not None else rng.choice([-1.0, 1.0])
-            contrast = polarity * _uniform(rng, contrast_range) / 255
-            x, y, w, h = cv2.boundingRect(canvas)  # work only where the defect was drawn
-            box = np.s_[y:y + h, x:x + w]
-            cv2.addWeighted(canvas[box], contrast / 255, img[box], 1.0, 0.0, dst=img[box], dtype=cv2.CV_32F)
-            labels[box][canvas[box] > 127] = label
+    ids = {name: CLASS_NAMES.index(name) for name, _, _ in _DEFECT_KINDS}
+    counts = {name: _count(stream(1, ids[name]), getattr(cfg, knob)) for name, knob, _ in _DEFECT_KINDS}
+    possible = [name for name, knob, _ in _DEFECT_KINDS if getattr(cfg, knob)[1] > 0]
+    if sum(counts.values()) == 0 and possible:  # only the defect_free knob decides which images are empty
+        counts[possible[int(stream(2).integers(len(possible)))]] = 1
+    for name, _, draw in _DEFECT_KINDS:
+        for j in range(counts[name]):
+            draw(img, labels, stream(3, ids[name], j), cfg)
     return labels
 
 
@@ -511,7 +685,7 @@ def _add_defects(img: np.ndarray, cfg: DefectConfig, rng: np.random.Generator) -
 
 
 def make_sample(cfg: DefectConfig | None = None, seed_or_rng: int | np.random.Generator = 0, *,
-                defects: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                defects: bool = True, backgrounds: Backgrounds | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image and its per-pixel labels.
 
     Args:
@@ -519,23 +693,33 @@ def make_sample(cfg: DefectConfig | None = None, seed_or_rng: int | np.random.Ge
         seed_or_rng: a non-negative int seed or a ``numpy.random.Generator`` (which is advanced).
         defects: ``False`` renders the very same surface, blur and noise without any defect, which shows what
             the defects changed (``image - clean``).
+        backgrounds: paint on windows of these real defect-free images (see :class:`Backgrounds`) instead of
+            a procedural surface; the surface knobs (``surface``, ``brightness``, ``texture_*``) are then
+            unused and ``background_gain`` / ``background_shift`` vary the windows. A real picture has been
+            through a camera already, so only the defects are blurred; noise is added as configured.
 
     Returns:
         image: (size, size) float32 in [0, 1].
-        labels: (size, size) uint8, 0 background, 1 scratch, 2 crack, 3 stain (see :data:`CLASS_NAMES`);
-            the binary defect mask is ``labels > 0``.
+        labels: (size, size) uint8 class ids: 0 background, then the defect kinds of :data:`CLASS_NAMES`
+            (1 scratch, 2 crack, 3 stain, 4 pit, 5 chip, 6 patch); the binary defect mask is ``labels > 0``.
     """
     if cfg is None:
         cfg = DefectConfig()
     elif not isinstance(cfg, DefectConfig):
         raise ValueError(f"make_sample expects a DefectConfig (or None); got {type(cfg).__name__}")
+    if backgrounds is not None and not isinstance(backgrounds, Backgrounds):
+        raise ValueError(f"make_sample expects backgrounds as a unetlab.Backgrounds (or None); got "
+                         f"{type(backgrounds).__name__}: wrap the images, Backgrounds(images)")
     rng_surface, rng_defects, rng_noise = _streams(seed_or_rng)
-    img = _surface(cfg, rng_surface)
+    surface = _surface(cfg, rng_surface, backgrounds)
+    img = surface.copy()
     labels = _add_defects(img, cfg, rng_defects) if defects else np.zeros((cfg.size, cfg.size), np.uint8)
     sigma = _uniform(rng_noise, cfg.blur_sigma)
     if sigma > 0:
-        img = cv2.GaussianBlur(img, (0, 0), sigma)
+        if backgrounds is None:  # the camera sees the whole procedural scene
+            img = cv2.GaussianBlur(img, (0, 0), sigma)
+        else:  # the real background is a photograph already: blur only what was painted on it
+            img = surface + cv2.GaussianBlur(img - surface, (0, 0), sigma)
     cv2.scaleAdd(noise_window(rng_noise, cfg.size, cfg.size), _uniform(rng_noise, cfg.noise) / 255, img, dst=img)
     np.clip(img, 0, 1, out=img)
     return img, labels
-

@@ -240,6 +240,9 @@ CLASS_COLORS: tuple[tuple[float, float, float], ...] = (
     to_rgb("#F0E442"),  # 1 scratch: yellow
     to_rgb("#D55E00"),  # 2 crack: vermillion
     to_rgb("#56B4E9"),  # 3 stain: sky blue
+    to_rgb("#CC79A7"),  # 4 pit: reddish purple
+    to_rgb("#009E73"),  # 5 chip: bluish green
+    to_rgb("#0072B2"),  # 6 patch: blue
 )
 
 
@@ -270,10 +273,12 @@ def label_overlay(image: Any, labels: Any, alpha: float = 0.5) -> np.ndarray:
     return rgb
 
 
-def add_class_legend(fig: Figure) -> None:
-    """Add the legend of the defect classes' colours below the panels of ``fig`` (constrained layout)."""
+def add_class_legend(fig: Figure, *labels: np.ndarray) -> None:
+    """Add the legend of the defect classes' colours below the panels of ``fig`` (constrained layout): the
+    tutorial's three (scratch, crack, stain) always, the other kinds only where they occur in ``labels``."""
+    present = set(np.unique(np.concatenate([np.ravel(lab) for lab in labels]))) if labels else set()
     handles = [Patch(facecolor=CLASS_COLORS[k], edgecolor="black", label=CLASS_NAMES[k])
-               for k in range(1, len(CLASS_NAMES))]
+               for k in range(1, len(CLASS_NAMES)) if k <= 3 or k in present]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
 
 
@@ -295,7 +300,7 @@ def show_samples(images: Any, labels: Any, titles: Sequence[str] | None = None, 
     Args:
         images: (N, H, W) or (N, 1, H, W) float in [0, 1], or a list of N (H, W) / (1, H, W) images (arrays or
             tensors); a single (H, W) image gives one cell.
-        labels: (N, H, W) integer class ids 0..3 (``synth.CLASS_NAMES``), or a list of N (H, W) maps, e.g. from
+        labels: (N, H, W) integer class ids 0..6 (``synth.CLASS_NAMES``), or a list of N (H, W) maps, e.g. from
             ``make_sample`` or ``SyntheticDefects(..., return_labels=True)``.
         titles: optional caption for each sample.
         ncols: samples per row.
@@ -326,7 +331,7 @@ def show_samples(images: Any, labels: Any, titles: Sequence[str] | None = None, 
         if titles is not None:
             cells[0].set_title(titles[i], fontsize=9)
     if labels.any():  # no legend for pictures without a single labelled pixel
-        add_class_legend(fig)
+        add_class_legend(fig, labels)
     return fig
 
 
@@ -350,8 +355,8 @@ def show_label_predictions(images: Any, truths: Any, preds: Any, titles: Sequenc
 
     Args:
         images: (N, H, W) or (N, 1, H, W) float in [0, 1].
-        truths: (N, H, W) integer true class ids 0..3.
-        preds: (N, H, W) integer predicted class ids 0..3 (e.g. from :func:`unetlab.predict_labels`).
+        truths: (N, H, W) integer true class ids (``synth.CLASS_NAMES``).
+        preds: (N, H, W) integer predicted class ids (e.g. from :func:`unetlab.predict_labels`).
         titles: optional label for each row, shown above its input.
     """
     images = _as_stack(images, "images")
@@ -368,22 +373,25 @@ def show_label_predictions(images: Any, truths: Any, preds: Any, titles: Sequenc
         _draw_row(row, ((images[i], titles[i] if titles is not None else "input"),
                         (label_overlay(images[i], truths[i], alpha=0.7), "ground truth"),
                         (label_overlay(images[i], preds[i], alpha=0.7), "prediction")))
-    add_class_legend(fig)
+    add_class_legend(fig, truths, preds)
     return fig
 
 
-def plot_confusion(matrix: Any, class_names: Sequence[str] = CLASS_NAMES, *, skip_background: bool = False) -> Figure:
+def plot_confusion(matrix: Any, class_names: Sequence[str] | None = None, *,
+                   skip_background: bool = False) -> Figure:
     """A pixel confusion matrix, each row normalised to the share of that true class (the diagonal is recall).
 
     Args:
         matrix: (K, K) counts, [true][predicted], e.g. ``evaluate_multiclass(...)["matrix"]``.
-        class_names: K names, index 0 the background.
+        class_names: K names, index 0 the background (default: the first K of ``synth.CLASS_NAMES``).
         skip_background: drop row and column 0, to compare the defect classes with each other only.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names):
+    if class_names is None and matrix.ndim == 2:
+        class_names = CLASS_NAMES[:matrix.shape[0]]
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(class_names or ()):
         raise ValueError(f"plot_confusion expects a square matrix with one row per class name "
-                         f"({len(class_names)}); got shape {matrix.shape}")
+                         f"({len(class_names or ())}); got shape {matrix.shape}")
     names = list(class_names)
     if skip_background:
         matrix, names = matrix[1:, 1:], names[1:]

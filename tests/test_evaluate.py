@@ -208,3 +208,25 @@ def test_evaluate_rejects_bad_input():
 def test_eval_result_worst_breaks_ties_by_index():
     rows = [{"index": i, "dice": d, "truth_pixels": 1} for i, d in enumerate([0.5, 0.2, 0.5, 0.9])]
     assert EvalResult(summary={}, per_image=rows).worst(3) == [1, 0, 2]
+
+
+def test_large_images_are_predicted_in_tiles_with_the_whole_image_result(monkeypatch):
+    import sys
+
+    evaluate_module = sys.modules["unetlab.evaluate"]  # (the package's `evaluate` name is the function)
+
+    image = np.random.default_rng(0).random((200, 330)).astype(np.float32)
+    for depth in (2, 4):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(depth)
+            model = UNet(base=4, depth=depth).eval()
+        whole = predict(model, image, device="cpu")
+        calls = []
+        real_whole = evaluate_module._whole_logits
+        monkeypatch.setattr(evaluate_module, "TILE", 160)
+        monkeypatch.setattr(evaluate_module, "_whole_logits",
+                            lambda m, x, k: calls.append(x.shape) or real_whole(m, x, k))
+        tiled = predict(model, image, device="cpu")
+        monkeypatch.undo()
+        assert len(calls) > 1 and all(max(shape[-2:]) < 330 for shape in calls)  # never the whole image at once
+        np.testing.assert_allclose(tiled, whole, atol=1e-5)

@@ -179,3 +179,23 @@ def test_receptive_field_values_and_bad_depth():
     assert receptive_field(1) < receptive_field(2) < receptive_field(3)
     with pytest.raises(ValueError, match="receptive_field expects an int depth >= 1; got 0"):
         receptive_field(0)
+
+
+def test_a_fresh_model_starts_at_the_prior_defect_probability():
+    x = _rand(2, 1, 32, 32)
+    torch.manual_seed(0)
+    fresh = UNet(base=4).eval()
+    assert fresh.predict_proba(x).mean().item() < 0.03  # prior 0.01: background, almost everywhere
+    torch.manual_seed(0)
+    default_init = UNet(base=4, prior=None).eval()
+    assert 0.3 < default_init.predict_proba(x).mean().item() < 0.7
+    torch.manual_seed(0)
+    multi = UNet(out_channels=4, base=4, prior=0.01).eval()
+    assert multi.predict_proba(x)[:, 0].mean().item() > 0.9  # the background class starts far ahead
+    assert UNet(base=4, prior=0.2).config == UNet(base=4).config  # an initialisation choice, not architecture
+
+
+@pytest.mark.parametrize("prior", [0.0, 0.6, -1, float("nan"), "0.1", True])
+def test_bad_priors_are_refused(prior):
+    with pytest.raises(ValueError, match=r"UNet prior must be a probability in \(0, 0.5\]"):
+        UNet(prior=prior)

@@ -61,9 +61,10 @@ def _toy_labels(n: int = 16, seed: int = 0) -> TensorDataset:
 
 
 def _tiny(out_channels: int) -> UNet:
+    """Every class covers a quarter of the toy pixels: no prior toward the background (prior=None)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return UNet(out_channels=out_channels, base=4)
+        return UNet(out_channels=out_channels, base=4, prior=None)
 
 
 def test_fit_trains_a_multiclass_model_on_the_labels():

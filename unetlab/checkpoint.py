@@ -15,6 +15,9 @@ numbers (``weights_only=True`` cannot run code hidden in a file)::
     data_config       plain dict describing the data (e.g. the DefectConfig as a dict), or None
     train_state       what ``fit(..., resume=True)`` needs, or None (see :func:`train_state`)
     sha256            :func:`weights_digest` of model_config, model_state and train_state
+    threshold         the decision threshold chosen on validation data (a pixel is a defect when its
+                      probability is above it), or None: then users of the model take 0.5 (optional key:
+                      files written before it existed have none)
 
 Epochs are counted from 1: ``epoch=3`` means "after three passes over the training data".
 
@@ -40,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ._version import __version__
+from .checks import is_real
 from .device import resolve_device
 from .history import History
 from .io import atomic_write
@@ -73,7 +77,7 @@ def train_state(model_state: dict[str, Tensor], optimizer: torch.optim.Optimizer
 
 def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dict[str, Tensor], *,
                      epoch: int | None, history: History | None, data_config: dict | None,
-                     train_state: dict[str, Any] | None) -> Path:
+                     train_state: dict[str, Any] | None, threshold: float | None = None) -> Path:
     """Write the checkpoint dict of the module docstring to ``path`` atomically; return the path."""
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
@@ -86,6 +90,8 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
         if bad:
             raise ValueError(f"refusing to write checkpoint {path}: the {where}weights hold NaN or infinite values "
                              f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged")
+    if threshold is not None and not (is_real(threshold) and 0 <= threshold < 1):
+        raise ValueError(f"a checkpoint's threshold must be a number in [0, 1) or None; got {threshold!r}")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -96,6 +102,7 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
         "history": history.to_dict() if history is not None else None,
         "data_config": data_config,
         "train_state": train_state,
+        "threshold": None if threshold is None else float(threshold),
     }
     payload["sha256"] = weights_digest(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
@@ -144,6 +151,7 @@ def save_checkpoint(
     data_config: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int | None = None,
+    threshold: float | None = None,
 ) -> Path:
     """Write ``model`` (with its ``config``) to ``path`` atomically; return the path.
 
@@ -155,12 +163,14 @@ def save_checkpoint(
         optimizer: when given, its state is stored too, so ``fit(..., resume=True)`` can continue from here
             (resuming also needs the ``history`` of the epochs done).
         epoch: the epoch these weights come from (defaults to the history's length).
+        threshold: the decision threshold chosen on validation data, in [0, 1), stored for ``predict`` and
+            ``evaluate`` to use by default.
     """
     epoch = epoch if epoch is not None else (history.epochs if history is not None else None)
     state = model.state_dict()
     resumable = train_state(state, optimizer, epoch=epoch or 0) if optimizer is not None else None
     return write_checkpoint(path, model, state, epoch=epoch, history=history, data_config=data_config,
-                            train_state=resumable)
+                            train_state=resumable, threshold=threshold)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
@@ -169,7 +179,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
     Returns:
         ``(model, info)`` where info has ``model_config``, ``data_config``, ``history`` (a :class:`History` or
-        None), ``epoch`` (of the weights) and ``unetlab_version``.
+        None), ``epoch`` (of the weights), ``unetlab_version`` and ``threshold`` (the decision threshold chosen
+        on validation data; None when the checkpoint has none: use 0.5).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -191,6 +202,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         "history": History.from_dict(payload["history"]) if payload["history"] is not None else None,
         "epoch": payload["epoch"],
         "unetlab_version": payload["unetlab_version"],
+        "threshold": payload.get("threshold"),
     }
     return model, info
 

@@ -1,4 +1,5 @@
-"""Command line: ``unetlab demo | generate | train | evaluate`` (also ``python -m unetlab ...``).
+"""Command line: ``unetlab demo | generate | train | evaluate`` for the tutorial, and ``pretrain | finetune |
+predict`` for real use (:mod:`unetlab.cli_real`); also ``python -m unetlab ...``.
 
 ``unetlab demo`` is the whole tutorial in one command with the embedded defaults: draw samples, train a UNet on
 synthetic data, evaluate it on a held-out synthetic test set, write the figures and ``results.json``.
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from . import cli_real
 from ._version import __version__
 from .checkpoint import load_checkpoint
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, TASKS, RunSizes, is_quick,
@@ -252,6 +254,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         check_writable(Path(args.out).parent)
     model, info = load_checkpoint(args.checkpoint, device=args.device)
+    if args.data and model.config["out_channels"] == 1:  # real images: class Dice and the rest
+        return cli_real.evaluate_folder(model, info, args)
+    if args.threshold is None:
+        args.threshold = info.get("threshold") or 0.5
     sizes, _ = _sizes(args)
     cfg = DefectConfig.from_dict(info["data_config"]) if info.get("data_config") else DefectConfig()
     task = "binary" if model.config["out_channels"] == 1 else "multiclass"
@@ -341,8 +347,9 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
     if not training:
-        p.add_argument("--threshold", type=_threshold, default=0.5,
-                       help="probability above which a pixel is a defect, in [0, 1) (default 0.5)")
+        p.add_argument("--threshold", type=_threshold, default=None,
+                       help="probability above which a pixel is a defect, in [0, 1) (default: the checkpoint's, "
+                            "else 0.5)")
         return
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
@@ -409,13 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT/model.pt exists")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a checkpoint on held-out synthetic data (or on --data FOLDER)")
+    p = sub.add_parser("evaluate", help="score a checkpoint on held-out synthetic data, or on a labelled --data FOLDER "
+                                        "of real images (class Dice, per class, pooled, false alarms)")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train or demo")
     _add_run_options(p, training=False)
-    p.add_argument("--data", default=None, help="images/ + masks/ folder to evaluate on")
+    p.add_argument("--data", default=None, help="labelled folder to evaluate on (images/ + masks/, any sizes)")
     p.add_argument("--figures", default="figures", help="folder for the PNG figures")
     p.add_argument("--out", default=None, help="also write the scores to this JSON file")
     p.set_defaults(func=cmd_evaluate)
+
+    cli_real.add_commands(sub)
     return parser
 
 

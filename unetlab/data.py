@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import is_fraction, is_int
-from .synth import DefectConfig, make_sample, sample_rng
+from .synth import Backgrounds, DefectConfig, make_sample, sample_rng
 
 if TYPE_CHECKING:
     from .config import RunSizes
@@ -93,10 +93,14 @@ class SyntheticDefects(Dataset):
         crop: side of the training window in px (at most the image side), or ``None`` for whole images.
         defect_share: with ``crop``, the probability in [0, 1] that the window contains a defect pixel (one drawn
             uniformly from the sample's defect pixels); otherwise it falls anywhere.
+        backgrounds: paint the defects on windows of these real defect-free images instead of procedural
+            surfaces (see :class:`unetlab.synth.Backgrounds`); item ``i`` still depends only on
+            ``(seed, start + i)`` for a given bank.
     """
 
     def __init__(self, n: int, cfg: DefectConfig | None = None, seed: int = 0, start: int = 0,
-                 return_labels: bool = False, crop: int | None = None, defect_share: float = 2 / 3) -> None:
+                 return_labels: bool = False, crop: int | None = None, defect_share: float = 2 / 3,
+                 backgrounds: Backgrounds | None = None) -> None:
         if not (is_int(n) and n >= 1):
             raise ValueError(f"SyntheticDefects needs n >= 1 samples; got {n!r}")
         if not (is_int(seed) and seed >= 0 and is_int(start) and start >= 0):
@@ -109,8 +113,12 @@ class SyntheticDefects(Dataset):
             raise ValueError(f"SyntheticDefects crop must be None or an int in [1, {self.cfg.size}] (the image "
                              f"side); got {crop!r}")
         check_share(defect_share, "SyntheticDefects")
+        if backgrounds is not None and not isinstance(backgrounds, Backgrounds):
+            raise ValueError(f"SyntheticDefects expects backgrounds as a unetlab.Backgrounds (or None); got "
+                             f"{type(backgrounds).__name__}")
         self.return_labels, self.defect_share = return_labels, float(defect_share)
         self.crop = int(crop) if crop is not None else None
+        self.backgrounds = backgrounds
 
     def __len__(self) -> int:
         return self.n
@@ -120,7 +128,8 @@ class SyntheticDefects(Dataset):
         labels."""
         if not -self.n <= i < self.n:
             raise IndexError(f"index {i} out of range for a dataset of {self.n} samples")
-        image, labels = make_sample(self.cfg, sample_rng(self.seed, self.start + i % self.n))
+        image, labels = make_sample(self.cfg, sample_rng(self.seed, self.start + i % self.n),
+                                    backgrounds=self.backgrounds)
         return np.rint(image * 255).astype(np.uint8), labels
 
     def __getitem__(self, key: int | tuple[int, int]):

@@ -1,4 +1,5 @@
-"""Use a trained model: ``predict`` defect probabilities, ``evaluate`` it on a loader, sweep the threshold.
+"""Use a trained model: ``predict`` defect probabilities, ``evaluate`` it on a loader, sweep the threshold, and
+score it on real images of any size (:func:`predict_masks`, :func:`score_masks`).
 
 All three run the model in eval mode (BatchNorm uses its running statistics) without gradients, in float32,
 and put the model back in the mode it was in. Scores come from :mod:`unetlab.metrics`, so their conventions
@@ -7,7 +8,7 @@ hold here: a pixel is predicted as defect when its probability is ``> threshold`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +22,14 @@ from tqdm.auto import tqdm
 from .batches import split_batch
 from .checks import check_unit_values, is_int, is_real
 from .device import resolve_device
+from .model import receptive_field
 from .metrics import (MetricAccumulator, class_dice, class_mean, confusion_counts, confusion_matrix,
-                      counts_from_confusion, pooled_from_counts, scores_by_class, scores_from_confusion)
+                      counts_from_confusion, pooled_from_counts, scores_by_class, scores_from_confusion,
+                      scores_from_counts)
+from .real import RealSet
 from .synth import CLASS_NAMES
 
+TILE = 768  # px: images larger than this on a side are predicted in overlapping tiles (see _logits)
 GRAYSCALE_HINT = "convert to grayscale first, e.g. cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)"
 
 
@@ -53,7 +58,8 @@ def predict(
     Returns:
         float32 probabilities in [0, 1] with the shape of ``images``: a numpy array for numpy input, a tensor
         on the input's device for tensor input. H and W need not be multiples of the model's ``2**depth``:
-        the images are reflect-padded up to one and the result is cropped back.
+        the images are reflect-padded up to one and the result is cropped back. Images larger than
+        :data:`TILE` pixels on a side are predicted in overlapping tiles (same result, bounded memory).
 
     Raises:
         ValueError: colour or ambiguous images, wrong number of dimensions, no images or empty ones, NaN/inf,
@@ -152,12 +158,37 @@ def _out_channels(model: nn.Module) -> int:
 
 
 def _logits(model: nn.Module, images: Tensor) -> Tensor:
-    """(B, C, H, W) images -> (B, K, H, W) float32 logits; reflect-pads H and W up to a multiple of
-    ``2**depth`` and crops the result back."""
-    multiple = 2 ** getattr(model, "config", {}).get("depth", 0)
+    """(B, C, H, W) images -> (B, K, H, W) float32 logits, for any H and W.
+
+    Images up to :data:`TILE` px a side go through the model whole, reflect-padded up to a multiple of
+    ``2**depth`` and cropped back. Larger ones go in overlapping tiles, so memory stays bounded whatever the
+    image size: each tile is the core it predicts plus a margin of half the receptive field on every side, and
+    tiles start on the model's pooling grid, so the result is the whole-image result (to float round-off).
+    """
+    config = getattr(model, "config", {})
+    multiple = 2 ** config.get("depth", 0)
     h, w = images.shape[-2:]
     if h < multiple or w < multiple:
         raise ValueError(f"images must be at least {multiple} x {multiple} pixels for this model; got {h} x {w}")
+    if max(h, w) <= TILE or "depth" not in config:
+        return _whole_logits(model, images, multiple)
+    margin = -(-(receptive_field(config["depth"]) // 2 + 1) // multiple) * multiple
+    core = max(multiple, (TILE - 2 * margin) // multiple * multiple)
+    out = None
+    for y in range(0, h, core):
+        for x in range(0, w, core):
+            ys, xs = max(0, y - margin), max(0, x - margin)
+            tile = _whole_logits(model, images[..., ys:min(h, y + core + margin), xs:min(w, x + core + margin)],
+                                 multiple)
+            if out is None:
+                out = torch.empty(images.shape[0], tile.shape[1], h, w, dtype=torch.float32, device=tile.device)
+            out[..., y:y + core, x:x + core] = tile[..., y - ys:y - ys + core, x - xs:x - xs + core]
+    return out
+
+
+def _whole_logits(model: nn.Module, images: Tensor, multiple: int) -> Tensor:
+    """The model on whole images, reflect-padded (bottom and right) up to a multiple of ``multiple``."""
+    h, w = images.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h or pad_w:
         images = F.pad(images, (0, pad_w, 0, pad_h), mode="reflect")
@@ -353,4 +384,54 @@ def evaluate_multiclass(
         "mean_dice": class_dice(tp, fp, fn),
         "mean_iou": class_mean(scores_by_class(tp, fp, fn)["iou"]),
         "n_images": n,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Real images of any size, with their classes
+
+REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is above this (not tuned on test data)
+
+
+def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD, *,
+                  device: str | torch.device | None = None, progress: bool = True) -> list[np.ndarray]:
+    """(H, W) bool defect masks of a binary model for every image of ``real``, each at its own full size."""
+    return [predict(model, image, device=device) > threshold
+            for image in tqdm(real.images, desc="predict", unit="image", disable=not progress, leave=False)]
+
+
+def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
+    """Scores of predicted masks against ``real``'s masks (see the module docstring).
+
+    Returns:
+        ``class_dice`` (mean of ``per_class``, NaN when no image has a defect pixel); ``per_class``: {class:
+        pooled Dice} for every class that has defect pixels; ``dice``, ``iou``, ``precision``, ``recall`` (pooled
+        over all images); ``fp_rate_defect_free`` (NaN when no image is defect-free); ``per_image_dice``: list,
+        in ``real``'s order; ``n_images``, ``n_defect_free``.
+    """
+    if len(preds) != len(real):
+        raise ValueError(f"score_masks got {len(preds)} predictions for {len(real)} images")
+    counts = []
+    for i, (pred, truth) in enumerate(zip(preds, real.masks)):
+        pred = np.asarray(pred)
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction {i} has shape {pred.shape} but its mask ({real.stems[i]}) is {truth.shape}")
+        tp, fp, fn, _ = confusion_counts(torch.from_numpy(pred.astype(bool))[None],
+                                         torch.from_numpy(truth)[None])
+        counts.append((tp.item(), fp.item(), fn.item()))
+    tp, fp, fn = torch.tensor(counts, dtype=torch.int64).reshape(-1, 3).T  # (N,) each, one entry per image
+    names = sorted(set(real.classes))
+    of_class = torch.tensor([[c == name for c in real.classes] for name in names]).reshape(len(names), -1)
+    by_class = [(of_class.long() @ count) for count in (tp, fp, fn)]  # (classes,) sums over each class's images
+    per_class = {name: d for name, d in zip(names, scores_by_class(*by_class)["dice"]) if not np.isnan(d)}
+    empty = [i for i, m in enumerate(real.masks) if not m.any()]
+    flagged = sum(1 for i in empty if counts[i][1] > 0)
+    return {
+        "class_dice": class_dice(*by_class),
+        "per_class": per_class,
+        **pooled_from_counts(tp, fp, fn),
+        "fp_rate_defect_free": flagged / len(empty) if empty else float("nan"),
+        "per_image_dice": scores_from_counts(tp, fp, fn)["dice"].tolist(),
+        "n_images": len(real),
+        "n_defect_free": len(empty),
     }

@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from .augment import AugmentConfig, augment
 from .checks import gray_image, is_int
 from .data import check_share, crop_window, to_item
-from .folders import DefectFolder
+from .folders import IMAGE_SUFFIXES, DefectFolder, read_image
 from .io import new_folder_beside, replace_folder
-from .synth import sample_rng
+from .synth import Backgrounds, sample_rng
 
 REAL_DATA_ENV = "UNETLAB_REAL_DATA"
 REAL_DATA_HINT = (
@@ -281,6 +281,59 @@ def real_splits(classes: Sequence[str], test_fraction: float = 0.5, seed: int = 
         pools.append(members[n_test:])
     pool = [p[r] for r in range(max(map(len, pools))) for p in pools if r < len(p)]
     return pool, sorted(test)
+
+
+def holdout_split(classes: Sequence[str], fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Split labelled images into training and validation indices, stratified by class.
+
+    Each class with at least two images gives ``max(1, round(n * fraction))`` of them (chosen by ``seed``) to
+    validation, so every such class is checked; a class with one image trains. If that leaves no validation
+    image at all, one image is held out anyway.
+
+    Args:
+        classes: one class name per image (e.g. ``RealSet.classes``), at least two images.
+        fraction: share held out per class, in (0, 1).
+        seed: non-negative int.
+
+    Returns:
+        ``(train, val)``: disjoint sorted index lists, both non-empty.
+    """
+    if isinstance(classes, str) or len(classes) < 2:
+        raise ValueError(f"holdout_split needs at least 2 images to keep one for validation; got {len(classes)}")
+    if not (0 < fraction < 1):
+        raise ValueError(f"holdout_split needs a fraction in (0, 1); got {fraction!r}")
+    if not (is_int(seed) and seed >= 0):
+        raise ValueError(f"holdout_split needs a non-negative int seed; got {seed!r}")
+    rng = np.random.default_rng([int(seed), 7])
+    val = []
+    for name in sorted(set(classes)):
+        members = [i for i, c in enumerate(classes) if c == name]
+        if len(members) >= 2:
+            val += rng.permutation(members)[:max(1, round(len(members) * fraction))].tolist()
+    if not val:
+        val = [int(rng.integers(len(classes)))]
+    held = set(val)
+    return [i for i in range(len(classes)) if i not in held], sorted(val)
+
+
+def load_backgrounds(folder: str | os.PathLike, progress: bool = True) -> Backgrounds:
+    """The defect-free images of ``folder`` as a :class:`unetlab.synth.Backgrounds` bank to paint defects on.
+
+    Every image file directly in ``folder`` (``.png``, ``.jpg``, ``.bmp``, ``.tif``, ...; sorted by name, so the
+    same folder and seed give the same samples) is read with :func:`unetlab.folders.read_image`: any size, 8 or
+    16 bits, colour converted to gray with a warning. Sub-folders are not read. A folder of a labelled dataset
+    (``images/`` beside ``masks/``) is refused: point at the defect-free pictures themselves.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"background folder not found: {root}")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        hint = (" (it holds images/ and masks/: pass the folder of defect-free images itself)"
+                if (root / "images").is_dir() else "")
+        raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_SUFFIXES)}){hint}")
+    images = [read_image(p) for p in tqdm(files, desc="reading backgrounds", unit="image", disable=not progress)]
+    return Backgrounds(images)
 
 
 class RandomCrops(Dataset):

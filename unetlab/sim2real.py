@@ -1,29 +1,23 @@
-"""Sim-to-real: score a model on real images, fine-tune it on a few of them, and run the k-shot experiment.
+"""Sim-to-real: the k-shot experiment of chapter 06.
 
-The question of chapter 06: how much does synthetic pretraining help when only ``k`` real labelled images exist?
-For each ``k`` a model is fine-tuned on the first ``k`` images of the fine-tune pool (``real.real_splits``) and
-scored on the real test set, which is never trained on. The same ``k`` images also train a model from scratch,
-so the difference is what the synthetic data is worth. The real images themselves (:class:`unetlab.real.RealSet`,
-the splits, the crops) live in :mod:`unetlab.real`.
+The question: how much does synthetic pretraining help when only ``k`` real labelled images exist? A split
+(:func:`unetlab.real.real_splits`) makes a fine-tune pool and a test set that nothing is trained or tuned on.
+For each ``k`` the first ``k`` pool images (class-balanced) are the labels we "pay for", and three things learn
+from them:
 
-Scores on real images (:func:`score_masks`) follow :mod:`unetlab.metrics` (0 / 0 = 1):
+- ``"synthetic"`` (or any name of ``starts``): a pretrained checkpoint fine-tuned by :func:`unetlab.finetune`;
+  with ``k = 0`` it is scored as it is (zero-shot, at the threshold stored in its checkpoint);
+- ``"fresh"``: the same recipe from fresh weights (``UNet(depth=4, base=16)`` by default);
+- ``"baseline"``: the classical baseline, its knobs tuned on the same ``k`` images (:func:`unetlab.tune_baseline`).
 
-- pooled Dice per defect class (the classes come from the folder, e.g. Blowhole ... Uneven), over the images of
-  that class, and ``class_dice``, their mean (the library's one class Dice, :func:`unetlab.metrics.class_dice`):
-  every kind of defect counts the same. This is the headline number,
-  because real defect classes differ in size by two orders of magnitude (a blowhole covers 0.2% of its image, an
-  uneven patch 24%): the pooled Dice over all pixels is, in effect, the Dice of the largest class;
-- pooled Dice and IoU over the whole test set (every defect pixel counts once);
-- ``fp_rate_defect_free``: the share of test images without any defect (empty masks) where the model flags at
-  least one pixel.
-
-Real images have any size: predictions run on the whole image, reflect-padded to a multiple of ``2**depth``
-(:func:`unetlab.predict`), never resized. Fine-tuning trains on random ``crop x crop`` windows
-(:class:`unetlab.real.RandomCrops`), augmented (:mod:`unetlab.augment`).
+``k = None`` means the whole pool. Every row is scored on the test set by :func:`unetlab.score_masks` (class
+Dice first: every defect class counts the same). Fine-tuned models and rows are cached, so an interrupted run
+resumes and a re-run costs nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,99 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .augment import DEFAULT_AUGMENT, AugmentConfig
+from .baseline import tune_baseline
 from .checkpoint import load_checkpoint, save_checkpoint
-from .checks import is_int
-from .evaluate import predict
-from .history import History
+from .evaluate import predict_masks, score_masks
+from .finetune import FinetuneConfig, finetune
 from .io import atomic_write
-from .metrics import class_dice, confusion_counts, pooled_from_counts, scores_by_class, scores_from_counts
-from .model import UNet
-from .real import RandomCrops, RealSet
-from .train import fit
+from .real import RealSet, real_splits
 
-REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is above this (not tuned on test data)
-
-
-def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD, *,
-                  device: str | torch.device | None = None, progress: bool = True) -> list[np.ndarray]:
-    """(H, W) bool defect masks of a binary model for every image of ``real``, each at its own full size."""
-    return [predict(model, image, device=device) > threshold
-            for image in tqdm(real.images, desc="predict", unit="image", disable=not progress, leave=False)]
-
-
-def score_masks(preds: Sequence[np.ndarray], real: RealSet) -> dict[str, Any]:
-    """Scores of predicted masks against ``real``'s masks (see the module docstring).
-
-    Returns:
-        ``class_dice`` (mean of ``per_class``, NaN when no image has a defect pixel); ``per_class``: {class:
-        pooled Dice} for every class that has defect pixels; ``dice``, ``iou``, ``precision``, ``recall`` (pooled
-        over all images); ``fp_rate_defect_free`` (NaN when no image is defect-free); ``per_image_dice``: list,
-        in ``real``'s order; ``n_images``, ``n_defect_free``.
-    """
-    if len(preds) != len(real):
-        raise ValueError(f"score_masks got {len(preds)} predictions for {len(real)} images")
-    counts = []
-    for i, (pred, truth) in enumerate(zip(preds, real.masks)):
-        pred = np.asarray(pred)
-        if pred.shape != truth.shape:
-            raise ValueError(f"prediction {i} has shape {pred.shape} but its mask ({real.stems[i]}) is {truth.shape}")
-        tp, fp, fn, _ = confusion_counts(torch.from_numpy(pred.astype(bool))[None],
-                                         torch.from_numpy(truth)[None])
-        counts.append((tp.item(), fp.item(), fn.item()))
-    tp, fp, fn = torch.tensor(counts, dtype=torch.int64).reshape(-1, 3).T  # (N,) each, one entry per image
-    names = sorted(set(real.classes))
-    of_class = torch.tensor([[c == name for c in real.classes] for name in names]).reshape(len(names), -1)
-    by_class = [(of_class.long() @ count) for count in (tp, fp, fn)]  # (classes,) sums over each class's images
-    per_class = {name: d for name, d in zip(names, scores_by_class(*by_class)["dice"]) if not np.isnan(d)}
-    empty = [i for i, m in enumerate(real.masks) if not m.any()]
-    flagged = sum(1 for i in empty if counts[i][1] > 0)
-    return {
-        "class_dice": class_dice(*by_class),
-        "per_class": per_class,
-        **pooled_from_counts(tp, fp, fn),
-        "fp_rate_defect_free": flagged / len(empty) if empty else float("nan"),
-        "per_image_dice": scores_from_counts(tp, fp, fn)["dice"].tolist(),
-        "n_images": len(real),
-        "n_defect_free": len(empty),
-    }
-
-
-def finetune(model: nn.Module, train: RealSet, *, steps: int = 200, batch_size: int = 8, lr: float = 1e-3,
-             augment: AugmentConfig | None = DEFAULT_AUGMENT, crop: int = 256, defect_share: float = 0.5,
-             seed: int = 0, device: str | torch.device | None = None, progress: bool = True) -> History:
-    """Train ``model`` in place for ``steps`` optimiser steps on random crops of ``train``'s images.
-
-    The number of steps is fixed whatever ``len(train)``: with k = 5 or k = 50 images the model gets the same
-    amount of training, only the variety differs. Adam with a one-cycle schedule peaking at ``lr``, BCE + Dice
-    (:func:`unetlab.fit`, no validation: the real test set must not choose anything).
-
-    Args:
-        model: a binary UNet (pretrained or fresh).
-        train: the k real images to learn from (at least 1).
-        steps: optimiser steps of ``batch_size`` crops each.
-        augment: how each crop is augmented; None trains on plain crops.
-        crop: side of the training windows, px (smaller images are reflect-padded).
-        defect_share: share of the crops placed over a defect (see :class:`unetlab.real.RandomCrops`); without
-            it most crops of small real defects hold none, and the model learns to predict nothing.
-        seed: seeds the crops, their augmentation and the shuffling.
-    """
-    if len(train) < 1:
-        raise ValueError("finetune needs at least one real image to train on; got an empty set")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"finetune expects {name} as an int >= 1; got {value!r}")
-    crops = RandomCrops(train.images, train.masks, n=steps * batch_size, size=crop, seed=seed, augment=augment,
-                        defect_share=defect_share)
-    loader = DataLoader(crops, batch_size=int(batch_size))  # each item is already a random crop: no shuffling needed
-    return fit(model, loader, None, epochs=1, lr=lr, scheduler="onecycle", device=device, progress=progress,
-               seed=seed)
+FRESH, BASELINE = "fresh", "baseline"
 
 
 @dataclass(frozen=True)
@@ -133,81 +44,64 @@ class Experiment:
     """One point of the k-shot curve.
 
     Attributes:
-        start: name of the starting weights: a key of the ``starts`` given to :func:`run_experiments`
-            (e.g. "synthetic", "randomized"), or "scratch" for a freshly initialised UNet.
-        k: real images to fine-tune on (the first k of the pool); 0 scores the starting model as it is.
-        augment: fine-tune with :data:`unetlab.augment.DEFAULT_AUGMENT` (True) or on plain crops (False).
+        start: a key of the ``starts`` given to :func:`run_experiments` (a pretrained checkpoint), ``"fresh"``
+            (fresh weights) or ``"baseline"`` (the classical baseline).
+        k: labelled real images (the first k of the pool); ``None`` for the whole pool; 0 (zero-shot) only for a
+            pretrained start.
     """
 
     start: str
-    k: int
-    augment: bool = True
+    k: int | None
 
     @property
     def key(self) -> str:
-        return f"{self.start}|k={self.k}|augment={self.augment}"
+        return f"{self.start}|k={'all' if self.k is None else self.k}"
 
 
-def run_experiments(
-    plan: Sequence[Experiment],
-    real: RealSet,
-    pool: Sequence[int],
-    test: Sequence[int],
-    starts: dict[str, str | os.PathLike],
-    *,
-    steps: int = 200,
-    lr: float = 1e-3,
-    crop: int = 256,
-    seed: int = 0,
-    cache: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
-    """Run every experiment of ``plan`` and return one row of scores each (same order).
+def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str, str | os.PathLike], *,
+                    split: int = 0, config: FinetuneConfig = FinetuneConfig(), cache: str | os.PathLike | None = None,
+                    device: str | torch.device | None = None, progress: bool = True,
+                    log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every experiment of ``plan`` on split ``split`` of ``real``; one row of scores each, same order.
 
     Args:
-        plan: the experiments; ``k`` may not exceed ``len(pool)``.
-        real: all real images; ``pool`` and ``test`` index into it (from :func:`unetlab.real.real_splits`).
-        starts: start name -> checkpoint path of a binary model (e.g. chapter 04's), for every start but "scratch".
-            A "scratch" model has the architecture of the first start (a fair comparison), with fresh weights
-            drawn from ``seed``.
-        steps, lr, crop, seed: fine-tuning settings (see :func:`finetune`).
-        cache: a folder. Each fine-tuned model is saved there (``<start>_k<k>[_plain].pt``) and every row is
-            written to ``rows.json`` as soon as it is done (atomically). Rows already there for the same settings
-            are reused instead of trained again, so an interrupted run resumes and a re-run costs nothing.
+        plan: the experiments (see :class:`Experiment`).
+        real: all real images, with their classes.
+        starts: start name -> checkpoint path of a pretrained binary model.
+        split: the seed of :func:`unetlab.real.real_splits` (half of every class is the test set).
+        config: the fine-tuning recipe; its seed is the split's, so a split is one reproducible experiment.
+        cache: a folder for the fine-tuned models (``<start>_k<k>.pt``) and ``rows.json``, written as soon as each
+            row is done. Rows made with the same recipe, split and starting weights are reused.
 
     Returns:
-        rows of ``start``, ``k``, ``augment``, the :func:`score_masks` summary (without ``per_image_dice``),
-        ``train_seconds``, ``stems`` (the k training images) and ``checkpoint`` (the fine-tuned weights in
-        ``cache``, or the start's checkpoint for k = 0; None for a fine-tuned model without a cache).
+        rows of ``start``, ``k``, ``split``, the :func:`unetlab.score_masks` summary (without
+        ``per_image_dice``), ``threshold``, ``val_class_dice`` (the held-out pool images' score that chose it;
+        None for k = 0 and the baseline), ``best_step``, ``steps``, ``train_seconds``, ``stems`` (the k images)
+        and ``checkpoint``.
     """
-    pool, test = list(pool), list(test)
-    if set(pool) & set(test):
-        raise ValueError("run_experiments: the pool and the test set overlap; the test set must never be trained on")
+    pool, test = real_splits(real.classes, seed=split)
     for e in plan:
-        if e.start != "scratch" and e.start not in starts:
+        if e.start not in (FRESH, BASELINE) and e.start not in starts:
             raise ValueError(f"experiment {e.key}: no checkpoint for start {e.start!r}; starts has {sorted(starts)}")
-        if not 0 <= e.k <= len(pool) or (e.start == "scratch" and e.k == 0):
-            raise ValueError(f"experiment {e.key}: k must be in [1 if scratch else 0, {len(pool)}]")
-    settings = {"steps": steps, "lr": lr, "crop": crop, "seed": seed, "pool": pool, "test": test}
-    recipe = _Recipe(steps=steps, lr=lr, crop=crop, seed=seed, device=device, progress=progress)
+        if e.k is not None and not (0 <= e.k <= len(pool)) or (e.k == 0 and e.start in (FRESH, BASELINE)):
+            raise ValueError(f"experiment {e.key}: k must be None (the whole pool) or in "
+                             f"[{1 if e.start in (FRESH, BASELINE) else 0}, {len(pool)}]")
+    settings = json.loads(json.dumps({"config": dataclasses.asdict(config), "split": split, "pool": pool,
+                                      "test": test}))
     fingerprints = {name: _fingerprint(path) for name, path in starts.items()}
     done = _read_cache(cache, settings, fingerprints)
+    reused = [e.key for e in plan if e.key in done]
+    if reused:
+        log(f"{len(reused)} of {len(plan)} experiments reused from {cache} (same recipe, split and starting weights; "
+            f"delete the folder to measure them again)")
     test_set = real.subset(test)
     rows = []
-    cached = [e.key for e in plan if e.key in done]
-    if cached:
-        log(f"{len(cached)} of {len(plan)} experiments reused from {cache} (same settings and starting weights; "
-            f"delete the folder to measure them again)")
     for e in plan:
         if e.key not in done:
-            log(f"{e.key}: " + ("scoring" if e.k == 0 else f"fine-tuning {steps} steps on {e.k} real image(s)"))
-            saved = Path(cache).resolve() / f"{e.start}_k{e.k}{'' if e.augment else '_plain'}.pt" if cache else None
-            model = _starting_model(e.start, starts, recipe)
-            row = _run_one(e, model, real.subset(pool[:e.k]), test_set, recipe, saved)
-            row["checkpoint"] = (str(Path(starts[e.start]).resolve()) if e.k == 0
-                                 else str(saved) if saved is not None else None)
+            train = real.subset(pool if e.k is None else pool[:e.k])
+            log(f"split {split}, {e.key}: {len(train)} labelled image(s)")
+            saved = Path(cache).resolve() / f"{e.start}_k{'all' if e.k is None else e.k}.pt" if cache else None
+            row = _run_one(e, train, test_set, starts, config, split, device, progress, log, saved)
             row["start_fingerprint"] = fingerprints.get(e.start)
             done[e.key] = row
             if cache is not None:
@@ -216,45 +110,37 @@ def run_experiments(
     return rows
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    """How every experiment of one :func:`run_experiments` call is fine-tuned and scored (see :func:`finetune`)."""
-
-    steps: int
-    lr: float
-    crop: int
-    seed: int
-    device: str | torch.device | None
-    progress: bool
-
-
-def _starting_model(start: str, starts: dict[str, str | os.PathLike], recipe: _Recipe) -> nn.Module:
-    """The model an experiment starts from: a start's checkpoint, or for "scratch" a fresh UNet of the first
-    start's architecture with weights drawn from the recipe's seed."""
-    if start != "scratch":
-        return load_checkpoint(starts[start], device=recipe.device or "cpu")[0]
-    config = load_checkpoint(next(iter(starts.values())))[0].config if starts else {}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        return UNet(**config)
-
-
-def _run_one(e: Experiment, model: nn.Module, train: RealSet, test_set: RealSet, recipe: _Recipe,
-             saved: Path | None) -> dict[str, Any]:
-    """Fine-tune ``model`` on ``train`` (unless k = 0), save it to ``saved`` (when given) and score it on
-    ``test_set``; returns the experiment's row without its checkpoint path."""
-    start = time.perf_counter()
-    if e.k:
-        finetune(model, train, steps=recipe.steps, lr=recipe.lr, augment=DEFAULT_AUGMENT if e.augment else None,
-                 crop=recipe.crop, seed=recipe.seed, device=recipe.device, progress=recipe.progress)
-    seconds = time.perf_counter() - start
-    if e.k and saved is not None:
-        save_checkpoint(saved, model, data_config={"finetuned_on": train.stems, "steps": recipe.steps,
-                                                   "lr": recipe.lr, "augment": e.augment, "start": e.start})
-    scores = score_masks(predict_masks(model, test_set, device=recipe.device, progress=recipe.progress), test_set)
+def _run_one(e: Experiment, train: RealSet, test_set: RealSet, starts: dict, config: FinetuneConfig, split: int,
+             device, progress: bool, log, saved: Path | None) -> dict[str, Any]:
+    """Train (or tune) what ``e`` says on ``train``, score it on ``test_set``; the experiment's row."""
+    begin = time.perf_counter()
+    row: dict[str, Any] = {"start": e.start, "k": e.k, "split": split, "val_class_dice": None, "best_step": None,
+                           "steps": None, "checkpoint": None}
+    if e.start == BASELINE:
+        baseline, _ = tune_baseline(train.images, train.masks, classes=train.classes, progress=progress)
+        preds = [baseline.predict(image) for image in test_set.images]
+        row["threshold"] = None
+        row["baseline"] = baseline.to_dict()
+    else:
+        model, info = (None, {}) if e.start == FRESH else load_checkpoint(starts[e.start], device=device or "cpu")
+        if e.k == 0:
+            threshold = info.get("threshold") or 0.5
+            row["checkpoint"] = str(Path(starts[e.start]).resolve())
+        else:
+            result = finetune(model, train, config, seed=split, device=device, progress=progress, log=log)
+            model, threshold = result.model, result.threshold
+            row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps)
+            if saved is not None:
+                save_checkpoint(saved, model, threshold=threshold, history=result.history,
+                                data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
+                                             "start": e.start, "split": split})
+                row["checkpoint"] = str(saved)
+        preds = predict_masks(model, test_set, threshold, device=device, progress=progress)
+        row["threshold"] = threshold
+    scores = score_masks(preds, test_set)
     scores.pop("per_image_dice")
-    return {"start": e.start, "k": e.k, "augment": e.augment, **scores, "train_seconds": round(seconds, 1),
-            "stems": train.stems}
+    row.update(scores, train_seconds=round(time.perf_counter() - begin, 1), stems=train.stems)
+    return row
 
 
 def _fingerprint(path: str | os.PathLike) -> str:
@@ -266,7 +152,7 @@ def _fingerprint(path: str | os.PathLike) -> str:
 
 
 def _read_cache(cache, settings, fingerprints) -> dict[str, dict]:
-    """The cached rows that were made with these settings, from these starting weights, whose files still exist."""
+    """The cached rows made with these settings from these starting weights, whose checkpoints still exist."""
     path = Path(cache) / "rows.json" if cache is not None else None
     if path is None or not path.is_file():
         return {}
@@ -275,7 +161,7 @@ def _read_cache(cache, settings, fingerprints) -> dict[str, dict]:
         return {}
     return {key: row for key, row in stored.get("rows", {}).items()
             if row.get("start_fingerprint") == fingerprints.get(row["start"])
-            and row["checkpoint"] is not None and Path(row["checkpoint"]).is_file()}
+            and (row["checkpoint"] is None or Path(row["checkpoint"]).is_file())}
 
 
 def _write_cache(cache, settings, rows) -> None:

@@ -164,6 +164,17 @@ PRESETS: dict[str, dict] = {
     # too: there the two look the same and no model tells them apart. Here scratches are at least 2 px wide, so
     # the hairline is a crack's alone. Everything else is the default.
     "multiclass": dict(scratch_width=(2.0, 3.0)),
+    # For real use (``unetlab pretrain``): the randomised world plus the defect kinds real inspection sees (pits,
+    # chips at an edge, large faint patches), all fainter than the tutorial's, and a few more clean images.
+    # Measured on real images in the README ("Sim to real"), where the ablation of each kind is.
+    "transfer": dict(
+        brightness=(40.0, 210.0), texture_contrast=(2.0, 25.0), texture_scale=(0.5, 3.0),
+        illumination=(0.0, 60.0), edge_shading=(0.0, 60.0), distractors=(0, 3),
+        scratch_contrast=(20.0, 90.0), crack_contrast=(20.0, 100.0), crack_width=(1.5, 5.0),
+        stain_size=(10.0, 50.0), stain_contrast=(12.0, 60.0),
+        pits=(0, 3), pit_contrast=(20.0, 90.0), chips=(0, 1), patches=(0, 1),
+        defect_free=0.15, blur_sigma=(0.3, 1.5), noise=(1.0, 8.0),
+    ),
 }
 
 

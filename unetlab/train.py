@@ -37,7 +37,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None, amp: str = "auto",
         channels_last: bool | str = "auto", scheduler: str | None = None, data_config: dict | None = None,
-        seed: int = 0) -> History:
+        seed: int = 0, validate: Callable[[nn.Module], float] | None = None) -> History:
     """Train ``model`` with Adam and return its :class:`History`.
 
     Args:
@@ -75,6 +75,11 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             quality in fewer epochs) or ``"cosine"`` (cosine decay from ``lr`` to 0); both step once per batch.
         data_config: plain dict stored in the checkpoint to record what data the model saw (when resuming,
             None keeps the checkpoint's, and any other than the checkpoint's is refused).
+        validate: ``validate(model) -> score`` to maximise, called after every epoch (the model in eval mode,
+            under ``torch.no_grad``): it replaces the val_loader's Dice as the validation score that
+            ``History.val_dice`` records and that picks the best epoch, e.g. the class Dice of held-out real
+            images at the best threshold (:func:`unetlab.finetune`). With a val_loader too, that still gives the
+            validation loss.
         seed: seeds the CPU random stream for each epoch (from ``(seed, epoch)``), so the shuffling order of a
             DataLoader without its own generator is reproducible, also across a resume. The caller's global
             random state is restored when ``fit`` returns. Before every epoch, ``fit`` also calls
@@ -106,9 +111,10 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     model.to(device=device, memory_format=memory_format)
     settings = _run_settings(lr, seed, train_loader, steps_per_epoch)
     run = _Run(model, loss_fn, device=device, amp_dtype=amp_dtype, lr=lr, scheduler=scheduler, epochs=int(epochs),
-               steps_per_epoch=steps_per_epoch, settings=settings)
+               steps_per_epoch=steps_per_epoch, settings=settings, score=validate)
     if resume:
-        stored_config = run.resume(Path(checkpoint), with_validation=val_loader is not None, data_config=data_config)
+        stored_config = run.resume(Path(checkpoint), with_validation=val_loader is not None or validate is not None,
+                                   data_config=data_config)
         data_config = data_config if data_config is not None else stored_config
 
     done = run.history.epochs
@@ -137,8 +143,9 @@ class _Run:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None, *, device: torch.device,
                  amp_dtype: torch.dtype | None, lr: float, scheduler: str | None, epochs: int,
-                 steps_per_epoch: int | None, settings: dict[str, Any]) -> None:
-        self.model, self.device, self.scheduler, self.epochs = model, device, scheduler, epochs
+                 steps_per_epoch: int | None, settings: dict[str, Any],
+                 score: Callable[[nn.Module], float] | None = None) -> None:
+        self.model, self.device, self.scheduler, self.epochs, self.score = model, device, scheduler, epochs, score
         self.settings = settings
         self.in_channels, self.n_classes = _channels(model)
         self.loss_fn = loss_fn or (CEDiceLoss() if self.n_classes > 1 else BCEDiceLoss())
@@ -172,9 +179,12 @@ class _Run:
         train_loss, last_lr = self.train_epoch(train_loader, bar)
         self.history.train_loss.append(train_loss)
         self.history.lr.append(last_lr)
-        if val_loader is not None:
-            val_loss, val_dice = self.validate(val_loader)
-            self.history.val_loss.append(val_loss)
+        if val_loader is not None or self.score is not None:
+            val_loss, val_dice = self.validate(val_loader) if val_loader is not None else (None, None)
+            if self.score is not None:
+                val_dice = self.external_score()
+            if val_loss is not None:
+                self.history.val_loss.append(val_loss)
             self.history.val_dice.append(val_dice)
             self.status["val_dice"] = f"{val_dice:.3f}"
             bar.set_postfix(self.status)
@@ -213,6 +223,18 @@ class _Run:
         if n == 0:
             raise ValueError("train_loader yielded no batches in this epoch")
         return loss_sum / n, lr
+
+    @torch.no_grad()
+    def external_score(self) -> float:
+        """The caller's validation score of the model (``fit(validate=...)``), in eval mode."""
+        self.model.eval()
+        try:
+            score = float(self.score(self.model))
+        finally:
+            self.model.train()
+        if math.isnan(score):
+            raise ValueError("fit: the validate callback returned NaN; it must return a score to maximise")
+        return score
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> tuple[float, float]:

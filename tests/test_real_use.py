@@ -1,0 +1,151 @@
+"""Real use: pretrain, finetune, predict and evaluate on folders the tests make themselves (no real images)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, RealSet, UNet, best_threshold,
+                     finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, pretrain,
+                     save_checkpoint, write_dataset)
+from unetlab.cli import main
+
+TINY = FinetuneConfig(crop=32, batch_size=2, min_steps=4, max_steps=4, evals=2, depth=2, base=4)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A small labelled folder of 64 px images in two classes (stems ``A__i`` / ``B__i``), like a real one."""
+    root = tmp_path_factory.mktemp("labelled")
+    cfg = DefectConfig(size=64, defect_free=0.0, stains=(1, 1), cracks=(0, 0), scratches=(0, 0))
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(8):
+        image, labels = make_sample(cfg, i)
+        stem = f"{'AB'[i % 2]}__{i}"
+        cv2.imwrite(str(root / "images" / f"{stem}.png"), np.rint(image * 255).astype(np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{stem}.png"), (labels > 0).astype(np.uint8) * 255)
+    return root
+
+
+def test_holdout_split_keeps_one_of_every_class_with_two_and_is_seeded():
+    classes = ["a"] * 10 + ["b"] * 2 + ["c"]
+    train, val = holdout_split(classes, 0.2, seed=3)
+    assert sorted(train + val) == list(range(13)) and not set(train) & set(val)
+    assert [classes[i] for i in val].count("a") == 2 and [classes[i] for i in val].count("b") == 1
+    assert "c" not in [classes[i] for i in val]
+    assert holdout_split(classes, 0.2, seed=3) == (train, val) and holdout_split(classes, 0.2, seed=4) != (train, val)
+    assert len(holdout_split(["x", "y"], 0.2)[1]) == 1  # singletons only: one is held out anyway
+    with pytest.raises(ValueError, match="at least 2 images"):
+        holdout_split(["x"])
+
+
+def test_best_threshold_maximises_the_class_dice():
+    mask = np.zeros((8, 8), bool)
+    mask[2:4, 2:4] = True
+    prob = np.where(mask, 0.6, 0.3).astype(np.float32)
+    real = RealSet([np.zeros((8, 8), np.float32)], [mask], ["x"], ["a"])
+    threshold, score = best_threshold([prob], real)
+    assert 0.3 <= threshold < 0.6 and score == 1.0
+    assert best_threshold([prob], real, thresholds=(0.1, 0.7)) == (0.1, pytest.approx(8 / 68))
+
+
+def test_finetune_holds_out_images_keeps_the_best_step_and_is_reproducible(labelled):
+    data = RealSet.load(labelled, progress=False)
+    runs = [finetune(None, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None) for _ in range(2)]
+    a, b = runs
+    assert set(a.val_stems).isdisjoint(a.train_stems) and {s[0] for s in a.val_stems} == {"A", "B"}
+    assert a.steps == 4 and [e["step"] for e in a.evals] == [2, 4] and a.best_step in (2, 4)
+    assert a.val_score == max(e["val_class_dice"] for e in a.evals) and 0 <= a.threshold < 1
+    for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
+        torch.testing.assert_close(pa, pb)
+    assert not a.model.training
+
+
+def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
+    cfg = FinetuneConfig()
+    assert cfg.steps_for(5) == cfg.min_steps and cfg.steps_for(10_000) == cfg.max_steps
+    assert cfg.steps_for(50) == 50 * cfg.steps_per_image
+    for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5)):
+        with pytest.raises(ValueError, match="FinetuneConfig"):
+            FinetuneConfig(**bad)
+    one = RealSet([np.zeros((32, 32), np.float32)], [np.zeros((32, 32), bool)], ["x"], ["a"])
+    with pytest.raises(ValueError, match="at least 2 labelled images"):
+        finetune(None, one, TINY)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        finetune(UNet(base=4, depth=4), RealSet(one.images * 2, one.masks * 2, ["x"] * 2, ["a", "b"]),
+                 TINY.replace(crop=40), log=lambda _: None)
+
+
+def test_pretrain_paints_on_backgrounds_and_chooses_a_threshold():
+    bank = Backgrounds([np.full((80, 90), 0.5, np.float32), np.full((70, 100), 0.3, np.float32)])
+    cfg = PretrainConfig(size=32, n_train=8, epochs=1, n_val=4, batch_size=4, depth=2, base=4, workers=0)
+    result = pretrain(cfg, bank, device="cpu", progress=False, log=lambda _: None)
+    assert 0 <= result.threshold < 1 and result.history.epochs == 1 and not result.model.training
+    with pytest.raises(ValueError, match="multiple of 16"):
+        PretrainConfig(size=40)
+
+
+def test_checkpoints_carry_the_threshold(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35)
+    assert load_checkpoint(path)[1]["threshold"] == 0.35
+    assert load_checkpoint(save_checkpoint(tmp_path / "n.pt", UNet(base=4)))[1]["threshold"] is None
+    with pytest.raises(ValueError, match="threshold must be a number in"):
+        save_checkpoint(tmp_path / "o.pt", UNet(base=4), threshold=1.5)
+
+
+def test_load_backgrounds_reads_any_depth_and_colour_and_refuses_a_labelled_folder(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 50), 40000, np.uint16))
+    cv2.imwrite(str(tmp_path / "b.png"), np.full((30, 60, 3), 128, np.uint8))
+    with pytest.warns(UserWarning, match="colour"):
+        bank = load_backgrounds(tmp_path, progress=False)
+    assert len(bank) == 2 and bank.images[0].max() == pytest.approx(40000 / 65535)
+    labelled = tmp_path / "set"
+    write_dataset(labelled, 2, DefectConfig(size=32), progress=False)
+    with pytest.raises(ValueError, match="images/ and masks/"):
+        load_backgrounds(labelled)
+
+
+def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_path, capsys):
+    bg = tmp_path / "good"
+    bg.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(bg / f"{i}.png"), np.full((90, 140), 100 + 20 * i, np.uint8))
+    assert main(["pretrain", "--backgrounds", str(bg), "--out", str(tmp_path / "pre"), "--quick"]) == 0
+    assert main(["finetune", "--data", str(labelled), "--init", str(tmp_path / "pre" / "model.pt"),
+                 "--out", str(tmp_path / "ft"), "--quick"]) == 0
+    record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    model, info = load_checkpoint(tmp_path / "ft" / "model.pt")
+    assert info["threshold"] == record["threshold"] and (tmp_path / "ft" / "validation.png").is_file()
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+        main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"])
+
+    big = tmp_path / "big.png"  # a 16-bit image of another size than the training windows
+    cv2.imwrite(str(big), np.full((300, 200), 30000, np.uint16))
+    assert main(["predict", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--out", str(tmp_path / "masks"),
+                 str(labelled), str(big), "--probs", "--overlays"]) == 0
+    out = capsys.readouterr().out
+    assert f"threshold {record['threshold']:g} (from the checkpoint)" in out
+    mask = cv2.imread(str(tmp_path / "masks" / "big.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (300, 200) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    assert len(list((tmp_path / "masks").glob("*_overlay.png"))) == 9
+
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--data", str(labelled),
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["scores"]["per_class"]) == {"A", "B"} and "class_dice" in scores["scores"]
+    assert len(scores["per_image_dice"]) == 8
+
+
+def test_predict_refuses_two_files_with_one_stem_before_any_work(tmp_path):
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "part.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(SystemExit, match="same name 'part'"):
+        main(["predict", "--checkpoint", "nope.pt", "--out", str(tmp_path / "o"), str(tmp_path / "x"),
+              str(tmp_path / "y")])
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,332 @@
+"""The command line for real use: ``unetlab pretrain | finetune | predict``, and ``evaluate --data FOLDER``.
+
+An engineer with pictures of good parts and a few labelled defects:
+
+    unetlab pretrain --backgrounds good_parts/ --out runs/pretrain        # synthetic defects on your surfaces
+    unetlab finetune --data labelled/ --init runs/pretrain/model.pt --out runs/finetune
+    unetlab predict --checkpoint runs/finetune/model.pt --out masks/ new_images/
+    unetlab evaluate --checkpoint runs/finetune/model.pt --data labelled_test/ --out scores.json
+
+Every command checks its inputs and its output folder before any work starts, and writes its files atomically.
+The decision threshold travels in the checkpoint: ``finetune`` chooses it on the images it holds out,
+``pretrain`` on held-out synthetic samples; ``predict`` and ``evaluate`` use it unless ``--threshold`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ._version import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
+from .device import default_device, keep_freed_memory_for_reuse
+from .evaluate import predict, predict_masks, score_masks
+from .finetune import FinetuneConfig, finetune
+from .folders import IMAGE_SUFFIXES, read_image
+from .io import atomic_write
+from .pretrain import PretrainConfig, pretrain
+from .real import RealSet, load_backgrounds
+from .synth import PRESETS
+from .viz import save_figure
+
+QUICK_FINETUNE = dict(min_steps=8, max_steps=8, evals=2)  # --quick: a smoke test of the whole path
+QUICK_PRETRAIN = dict(n_train=32, epochs=1, n_val=8)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and its parents) and check that a file can be written there, before any work starts.
+
+    Raises ``SystemExit`` with one line naming the folder and the reason (read-only, not a folder, ...).
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".unetlab-write-check-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(f"error: cannot write to the output folder {folder}: {err.strerror or err}") from None
+    return folder
+
+
+def _fresh_checkpoint(out: Path, overwrite: bool) -> Path:
+    checkpoint = out / "model.pt"
+    if checkpoint.exists() and not overwrite:
+        raise SystemExit(f"error: {checkpoint} exists; pass --overwrite to replace it or choose another --out")
+    return checkpoint
+
+
+def _plain_json(value):
+    """``value`` with NaN and infinities replaced by None (JSON has no NaN), tuples as lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return _plain_json(value.item())
+    return value
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    text = json.dumps(_plain_json(payload), indent=2, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _threshold(args: argparse.Namespace, info: dict) -> tuple[float, str]:
+    """The decision threshold: ``--threshold``, else the checkpoint's, else 0.5; and where it came from."""
+    if args.threshold is not None:
+        if not 0 <= args.threshold < 1:
+            raise SystemExit(f"error: --threshold must be in [0, 1); got {args.threshold}")
+        return args.threshold, "--threshold"
+    if info.get("threshold") is not None:
+        return float(info["threshold"]), "the checkpoint"
+    return 0.5, "the default (the checkpoint has none)"
+
+
+def _allocator(args: argparse.Namespace, device: torch.device) -> None:
+    if args.keep_freed_memory and device.type == "cpu" and keep_freed_memory_for_reuse():
+        print("CPU: glibc keeps freed memory for reuse (faster training; --no-keep-freed-memory to leave it)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pretrain
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    out = writable_folder(args.out)
+    checkpoint = _fresh_checkpoint(out, args.overwrite)
+    config = PretrainConfig(preset=args.preset, **(QUICK_PRETRAIN if args.quick else {}))
+    config = config.replace(**{k: v for k, v in (("n_train", args.n_train), ("epochs", args.epochs)) if v})
+    backgrounds = load_backgrounds(args.backgrounds) if args.backgrounds else None
+    device = torch.device(args.device) if args.device else default_device()
+    _allocator(args, device)
+    result = pretrain(config, backgrounds, seed=args.seed, device=device)
+    data_config = {"preset": config.preset, "defect_config": config.defect_config().to_dict(),
+                   "backgrounds": str(Path(args.backgrounds).resolve()) if args.backgrounds else None,
+                   "n_backgrounds": len(backgrounds) if backgrounds is not None else 0, "seed": args.seed}
+    save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
+                    data_config=data_config)
+    _write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
+                                        "config": dataclasses.asdict(config), "data": data_config,
+                                        "threshold": result.threshold, "synthetic_val_dice": result.val_dice,
+                                        "seconds": result.seconds, "history": result.history.to_dict()})
+    print(f"pretrained in {result.seconds:.0f} s: synthetic validation Dice {result.val_dice:.3f} at threshold "
+          f"{result.threshold:g}")
+    print(f"checkpoint: {checkpoint} (continue with: unetlab finetune --init {checkpoint} --data FOLDER --out DIR)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# finetune
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    out = writable_folder(args.out)
+    checkpoint = _fresh_checkpoint(out, args.overwrite)
+    data = RealSet.load(args.data)
+    config = FinetuneConfig(**(QUICK_FINETUNE if args.quick else {}))
+    changes = {k: getattr(args, k) for k in ("crop", "steps_per_image", "max_steps") if getattr(args, k)}
+    if "max_steps" in changes:
+        changes["min_steps"] = min(config.min_steps, changes["max_steps"])
+    config = config.replace(**changes)
+    device = torch.device(args.device) if args.device else default_device()
+    model, start = None, "fresh weights"
+    if args.init.lower() != "none":
+        model, info = load_checkpoint(args.init, device=device)
+        if model.config["out_channels"] != 1:
+            raise SystemExit(f"error: --init {args.init} is a multi-class model; finetune trains a binary one")
+        start = f"{args.init}"
+    _allocator(args, device)
+    print(f"unetlab {__version__} finetune on {device}: {len(data)} labelled images from {args.data}, starting from "
+          f"{start}")
+    result = finetune(model, data, config, seed=args.seed, device=device)
+    save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
+                    data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
+                                 "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
+    _write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
+                                        "config": dataclasses.asdict(config), "threshold": result.threshold,
+                                        "val_class_dice": result.val_score, "best_step": result.best_step,
+                                        "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
+                                        "train_stems": result.train_stems, "val_stems": result.val_stems})
+    save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
+    print(f"best step {result.best_step} of {result.steps}: held-out class Dice {result.val_score:.3f} at threshold "
+          f"{result.threshold:g} ({result.seconds:.0f} s)")
+    print(f"checkpoint: {checkpoint}; record: {out / 'finetune.json'}; curve: {out / 'validation.png'}")
+    return 0
+
+
+def _validation_curve(evals: list[dict], best_step: int):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
+    ax.plot([e["step"] for e in evals], [e["val_class_dice"] for e in evals], "o-")
+    ax.axvline(best_step, color="gray", ls=":", label=f"kept: step {best_step}")
+    ax.set(xlabel="optimiser step", ylabel="held-out class Dice", ylim=(0, 1), title="fine-tuning")
+    ax.legend(loc="lower right")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# predict
+
+
+def image_files(paths: list[str]) -> list[Path]:
+    """The image files named by ``paths``: files as given, folders by their image files (``images/`` of a
+    labelled folder), sorted. Two files with one stem are refused: both would write ``<stem>.png``."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            inner = path / "images" if (path / "images").is_dir() else path
+            found = sorted(p for p in inner.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise SystemExit(f"error: {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise SystemExit(f"error: {path} is not an image file ({', '.join(IMAGE_SUFFIXES)})")
+            files.append(path)
+        else:
+            raise SystemExit(f"error: no such image or folder: {path}")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems and stems[f.stem] != f:
+            raise SystemExit(f"error: {stems[f.stem]} and {f} have the same name {f.stem!r}: both would write "
+                             f"{f.stem}.png; rename one or predict them separately")
+        stems[f.stem] = f
+    return list(stems.values())
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write(path, lambda f: f.write(buf.tobytes()))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    files = image_files(args.paths)
+    out = writable_folder(args.out)
+    device = torch.device(args.device) if args.device else default_device()
+    model, info = load_checkpoint(args.checkpoint, device=device)
+    if model.config["out_channels"] != 1:
+        raise SystemExit("error: predict writes binary masks; this checkpoint is a multi-class model")
+    threshold, source = _threshold(args, info)
+    flagged_images, flagged, total = 0, 0, 0
+    for path in tqdm(files, desc="predict", unit="image"):
+        image = read_image(path)
+        prob = predict(model, image, device=device)
+        mask = prob > threshold
+        _write_png(out / f"{path.stem}.png", mask.astype(np.uint8) * 255)
+        if args.probs:
+            _write_png(out / f"{path.stem}_prob.png", np.rint(prob * 255).astype(np.uint8))
+        if args.overlays:
+            gray = np.rint(image * 255).astype(np.uint8)
+            overlay = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+            overlay[mask] = (0.5 * overlay[mask] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)  # red in BGR
+            _write_png(out / f"{path.stem}_overlay.png", overlay)
+        flagged_images += bool(mask.any())
+        flagged += int(mask.sum())
+        total += mask.size
+    print(f"wrote {len(files)} mask(s) to {out}/: {flagged_images} with defects, {100 * flagged / total:.2f}% of all "
+          f"pixels flagged; threshold {threshold:g} (from {source})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# evaluate --data (called by unetlab.cli's evaluate for a binary model)
+
+
+def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
+    """Score a binary model on a labelled real folder: print and (``--out``) write the real-data scores."""
+    if args.out:
+        writable_folder(Path(args.out).parent)
+    data = RealSet.load(args.data)
+    threshold, source = _threshold(args, info)
+    scores = score_masks(predict_masks(model, data, threshold, device=args.device), data)
+    per_image = scores.pop("per_image_dice")
+    print(f"{args.data}: {scores['n_images']} images ({scores['n_defect_free']} defect-free), threshold "
+          f"{threshold:g} (from {source})")
+    rows = [("class Dice", scores["class_dice"])] + [(f"  {name}", d) for name, d in scores["per_class"].items()]
+    rows += [("pooled Dice", scores["dice"]), ("pooled IoU", scores["iou"]), ("precision", scores["precision"]),
+             ("recall", scores["recall"]), ("false alarms on defect-free", scores["fp_rate_defect_free"])]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {'n/a' if value is None or not math.isfinite(value) else f'{value:.3f}'}")
+    if args.out:
+        _write_json(Path(args.out), {"command": "evaluate", "unetlab_version": __version__,
+                                     "checkpoint": str(args.checkpoint), "data": str(args.data),
+                                     "threshold": threshold, "threshold_from": source, "scores": scores,
+                                     "per_image_dice": dict(zip(data.stems, per_image))})
+        print(f"scores: {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Argument parsing
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT/model.pt if it exists")
+    p.add_argument("--quick", action="store_true", help="a few steps only: a smoke test of the whole path")
+    p.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="on a CPU, let glibc keep freed memory for reuse (process-wide; faster training)")
+
+
+def add_commands(sub) -> None:
+    """Register ``pretrain``, ``finetune`` and ``predict`` on the ``unetlab`` parser's sub-commands."""
+    d = FinetuneConfig()
+    p = sub.add_parser("pretrain", help="synthetic-only pretraining for real use, optionally on your defect-free "
+                                        "images (--backgrounds)")
+    p.add_argument("--out", required=True, help="folder for model.pt and pretrain.json")
+    p.add_argument("--backgrounds", default=None,
+                   help="folder of defect-free images (any size, 8/16-bit, colour converted) to paint defects on; "
+                        "default: procedural surfaces")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=PretrainConfig().preset,
+                   help=f"synthetic data preset (default {PretrainConfig().preset!r})")
+    p.add_argument("--n-train", type=int, default=None, help=f"samples per epoch (default {PretrainConfig().n_train})")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {PretrainConfig().epochs})")
+    _common(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="train a binary model on a folder of labelled real images")
+    p.add_argument("--data", required=True, help="labelled folder (images/ + masks/, or the magnetic-tile layout)")
+    p.add_argument("--init", required=True, help="checkpoint to start from (e.g. from pretrain), or 'none'")
+    p.add_argument("--out", required=True, help="folder for model.pt, finetune.json and validation.png")
+    p.add_argument("--crop", type=int, default=None, help=f"training window side, px (default {d.crop})")
+    p.add_argument("--steps-per-image", type=int, default=None,
+                   help=f"optimiser steps per training image (default {d.steps_per_image}; the total stays in "
+                        f"[{d.min_steps}, {d.max_steps}])")
+    p.add_argument("--max-steps", type=int, default=None, help=f"at most this many steps (default {d.max_steps})")
+    _common(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="write a defect mask (<stem>.png, 0/255, the image's size) per image")
+    p.add_argument("paths", nargs="+", help="image files or folders of them")
+    p.add_argument("--checkpoint", required=True, help="model.pt from finetune, pretrain or train")
+    p.add_argument("--out", required=True, help="folder for the masks")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="probability above which a pixel is a defect (default: the checkpoint's, else 0.5)")
+    p.add_argument("--probs", action="store_true", help="also write <stem>_prob.png, the probability x 255")
+    p.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png, the mask in red")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
+    p.set_defaults(func=cmd_predict)

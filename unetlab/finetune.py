@@ -1,0 +1,233 @@
+"""The real-data recipe: fine-tune a binary UNet on labelled real images, choosing the step and the threshold on
+images it holds out.
+
+An engineer has a folder of real images with defect masks (a few, or a few hundred) and perhaps a model
+pretrained on synthetic data. :func:`finetune` does what works on such data (measured on the magnetic-tile
+images; README, "Sim to real"):
+
+- **hold out** a stratified slice of the images (``val_fraction`` of each class, at least one image of every
+  class that has two): they choose the best step and the decision threshold, and are never trained on;
+- train on random ``crop`` x ``crop`` **windows**, half of them over a defect (real defects are small: uniform
+  windows would mostly say "nothing here"), flipped and turned (lossless; photometric changes erase faint
+  defects), with Adam on a one-cycle schedule and BCE + per-image Dice (:class:`unetlab.BCEDiceLoss`, which
+  weighs a tiny blowhole's window as much as a large patch's);
+- a **number of steps that follows the data**: ``steps_per_image`` per training image, between ``min_steps``
+  and ``max_steps``, validated ``evals`` times along the way;
+- score each validation pass by the **class Dice** (:func:`unetlab.metrics.class_dice`: every defect class
+  counts the same) at the best of a sweep of thresholds, and keep the best weights and their threshold.
+
+A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
+defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from .augment import AugmentConfig
+from .checks import is_fraction, is_int, is_real
+from .evaluate import predict
+from .history import History
+from .metrics import class_dice
+from .model import UNet
+from .real import RandomCrops, RealSet, holdout_split
+from .train import fit
+
+# Lossless geometry only: flips and quarter turns. The photometric steps of DEFAULT_AUGMENT (brightness,
+# contrast, gamma, blur, noise) erased the faint defects in our measurements (fray and uneven fell to 0.12 and
+# 0.00 class Dice); rotations and warps are measured in the README's recipe table.
+FINETUNE_AUGMENT = AugmentConfig.none().replace(flips=True, rot90=True)
+THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The recipe's settings; the defaults are what the README measured. Invalid values raise ValueError.
+
+    Attributes:
+        crop: side of the training windows, px (a multiple of the model's ``2**depth``).
+        batch_size: windows per optimiser step.
+        lr: peak learning rate of the one-cycle schedule (Adam).
+        defect_share: share of the windows placed over a defect pixel, in [0, 1].
+        steps_per_image: optimiser steps per training image; the total is clipped to [min_steps, max_steps].
+        min_steps, max_steps: bounds of the number of steps.
+        evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).
+        val_fraction: share of each class held out for validation, in (0, 1).
+        augment: augmentation of each window, or None for plain windows.
+        amp: mixed precision for :func:`unetlab.fit` ("auto", "off", "bf16", "fp16").
+        depth, base: the architecture of a fresh model (``model=None``).
+    """
+
+    crop: int = 128
+    batch_size: int = 8
+    lr: float = 1e-3
+    defect_share: float = 0.5
+    steps_per_image: int = 15
+    min_steps: int = 300
+    max_steps: int = 2000
+    evals: int = 10
+    val_fraction: float = 0.2
+    augment: AugmentConfig | None = FINETUNE_AUGMENT
+    amp: str = "auto"
+    depth: int = 4
+    base: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("crop", "batch_size", "steps_per_image", "min_steps", "max_steps", "evals", "depth", "base"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"FinetuneConfig.{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"FinetuneConfig needs min_steps <= max_steps; got {self.min_steps} > {self.max_steps}")
+        if not (is_real(self.lr) and 0 < self.lr < 1):
+            raise ValueError(f"FinetuneConfig.lr must be a number in (0, 1); got {self.lr!r}")
+        if not is_fraction(self.defect_share):
+            raise ValueError(f"FinetuneConfig.defect_share must be in [0, 1]; got {self.defect_share!r}")
+        if not (is_real(self.val_fraction) and 0 < self.val_fraction < 1):
+            raise ValueError(f"FinetuneConfig.val_fraction must be in (0, 1); got {self.val_fraction!r}")
+        if self.augment is not None and not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"FinetuneConfig.augment must be an AugmentConfig or None; got {self.augment!r}")
+
+    def replace(self, **changes) -> FinetuneConfig:
+        """A copy with some settings changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def steps_for(self, n_train: int) -> int:
+        """The number of optimiser steps for ``n_train`` training images, a multiple of ``evals``."""
+        steps = min(self.max_steps, max(self.min_steps, self.steps_per_image * n_train))
+        return max(self.evals, steps // self.evals * self.evals)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    Attributes:
+        model: the binary UNet with the best weights, in eval mode.
+        threshold: the decision threshold chosen with them on the held-out images.
+        val_score: the held-out class Dice at that threshold.
+        best_step: the optimiser step of those weights; ``steps`` the planned total.
+        evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
+        history: the :class:`unetlab.History` of :func:`unetlab.fit` (``val_dice`` holds the class Dice).
+        train_stems, val_stems: which images trained and which validated.
+        seconds: wall-clock time of the whole fine-tune.
+    """
+
+    model: nn.Module
+    threshold: float
+    val_score: float
+    best_step: int
+    steps: int
+    evals: list[dict] = field(default_factory=list)
+    history: History | None = None
+    train_stems: list[str] = field(default_factory=list)
+    val_stems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def best_threshold(probs: Sequence[np.ndarray], real: RealSet,
+                   thresholds: Sequence[float] = THRESHOLDS) -> tuple[float, float]:
+    """The threshold with the highest class Dice of ``probs`` against ``real``'s masks, and that class Dice.
+
+    Args:
+        probs: one (H, W) float probability map per image of ``real``, in its order.
+        thresholds: candidates in [0, 1); a pixel is a defect when its probability is above the threshold.
+
+    Returns:
+        ``(threshold, class_dice)``; the lowest threshold on ties. Class Dice is
+        :func:`unetlab.metrics.class_dice` over ``real.classes`` (NaN when no image has a defect pixel: then the
+        first threshold is returned).
+    """
+    if len(probs) != len(real):
+        raise ValueError(f"best_threshold got {len(probs)} probability maps for {len(real)} images")
+    names = sorted(set(real.classes))
+    cls = np.array([names.index(c) for c in real.classes])
+    t = np.asarray(thresholds, np.float32)[:, None]
+    counts = np.zeros((3, len(t), len(names)), np.int64)  # tp, fp, fn per threshold and class
+    for prob, mask, k in zip(probs, real.masks, cls):
+        p, m = np.asarray(prob, np.float32).ravel(), mask.ravel()
+        hit = p[None, :] > t  # (thresholds, pixels)
+        tp = (hit & m).sum(1)
+        counts[0, :, k] += tp
+        counts[1, :, k] += hit.sum(1) - tp
+        counts[2, :, k] += m.sum() - tp
+    scores = [class_dice(*(torch.from_numpy(c[j]) for c in counts)) for j in range(len(t))]
+    if all(np.isnan(scores)):
+        return float(thresholds[0]), float("nan")
+    j = int(np.nanargmax(scores))
+    return float(thresholds[j]), float(scores[j])
+
+
+def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = FinetuneConfig(), *, seed: int = 0,
+             device: str | torch.device | None = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> FinetuneResult:
+    """Fine-tune ``model`` (or a fresh UNet) on ``data`` by the recipe of the module docstring.
+
+    Args:
+        model: a binary UNet to start from (trained in place), or None for fresh weights drawn from ``seed``.
+        data: the labelled real images (at least 2, so one can be held out); any sizes.
+        config: the recipe's settings.
+        seed: seeds the held-out slice, the fresh weights, the windows and their augmentation: the same seed and
+            data give the same model on the same machine.
+        log: where the plan and the time estimate are written (``print`` by default).
+
+    Returns:
+        A :class:`FinetuneResult`: the best model, its threshold and the validation record.
+    """
+    if not isinstance(data, RealSet):
+        raise ValueError(f"finetune expects the labelled images as a unetlab.RealSet; got {type(data).__name__}")
+    if len(data) < 2:
+        raise ValueError(f"finetune needs at least 2 labelled images (one is held out to validate); got {len(data)}")
+    if not isinstance(config, FinetuneConfig):
+        raise ValueError(f"finetune expects a FinetuneConfig; got {type(config).__name__}")
+    if model is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = UNet(depth=config.depth, base=config.base)
+    if getattr(model, "config", {}).get("out_channels", 1) != 1:
+        raise ValueError("finetune trains a binary model (out_channels=1); got a multi-class one")
+    multiple = 2 ** getattr(model, "config", {}).get("depth", 0)
+    if config.crop % multiple:
+        raise ValueError(f"FinetuneConfig.crop must be a multiple of {multiple} for this model; got {config.crop}")
+    train_ids, val_ids = holdout_split(data.classes, config.val_fraction, seed=seed)
+    train, val = data.subset(train_ids), data.subset(val_ids)
+    steps = config.steps_for(len(train))
+    per_eval = steps // config.evals
+    crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
+                        augment=config.augment, defect_share=config.defect_share)
+    # Each epoch of fit draws per_eval batches of windows; the sampler's own generator moves on between epochs.
+    sampler = RandomSampler(crops, replacement=True, num_samples=per_eval * config.batch_size,
+                            generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(crops, batch_size=config.batch_size, sampler=sampler)
+    log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose the step and threshold): {steps} steps "
+        f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations")
+
+    start, record, best = time.perf_counter(), [], {}
+
+    def validate(net: nn.Module) -> float:
+        probs = [predict(net, image, device=device) for image in val.images]
+        threshold, score = best_threshold(probs, val)
+        record.append({"step": per_eval * (len(record) + 1), "val_class_dice": score, "threshold": threshold})
+        if not best or score > best["score"]:
+            best.update(score=score, threshold=threshold, step=record[-1]["step"],
+                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
+        if len(record) == 1:
+            left = (time.perf_counter() - start) * (config.evals - 1)
+            log(f"first {per_eval} steps and a validation took {time.perf_counter() - start:.0f} s: about "
+                f"{left / 60:.1f} min to go")
+        return score if not np.isnan(score) else 0.0
+
+    history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
+                  progress=progress, amp=config.amp, seed=seed, validate=validate)
+    model.load_state_dict(best["state"])
+    model.eval()
+    return FinetuneResult(model=model, threshold=best["threshold"], val_score=best["score"], best_step=best["step"],
+                          steps=steps, evals=record, history=history, train_stems=train.stems,
+                          val_stems=val.stems, seconds=time.perf_counter() - start)

@@ -1,0 +1,138 @@
+"""Synthetic-only pretraining for real use: a binary UNet that has seen many defects and no real label.
+
+:func:`pretrain` trains on samples of :func:`unetlab.make_sample` drawn from a preset (by default
+``"transfer"``: the domain-randomised surfaces and camera of chapter 06 plus the defect kinds real inspection
+sees, fainter than the tutorial's), on procedural surfaces or, better, on windows of your own defect-free images
+(:class:`unetlab.synth.Backgrounds`): then the model learns what a defect does to *your* surface. The decision
+threshold is chosen on held-out synthetic samples (no real label is needed anywhere) and stored with the model;
+:func:`unetlab.finetune` continues from it when a few labelled images exist.
+
+Samples are ``size`` x ``size`` (128 px by default): real defects are local, and a quarter of the pixels of a
+256 px sample is four times the samples for the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .checks import is_int, is_real
+from .data import SPLIT_START, SyntheticDefects
+from .evaluate import threshold_sweep
+from .history import History
+from .model import UNet
+from .synth import PRESETS, Backgrounds, DefectConfig
+from .train import fit
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The pretraining recipe; invalid values raise ValueError.
+
+    Attributes:
+        preset: the :data:`unetlab.synth.PRESETS` name the samples are drawn from.
+        size: sample side in px (a multiple of ``2**depth``).
+        n_train: training samples per epoch (each epoch sees the same samples: they are indexed by seed).
+        epochs: passes over them; the best epoch by validation Dice is kept.
+        n_val: held-out synthetic samples that choose the best epoch and the threshold.
+        batch_size, lr: Adam on a one-cycle schedule peaking at ``lr``.
+        amp: mixed precision for :func:`unetlab.fit`.
+        depth, base: the UNet's architecture (the same as :func:`unetlab.finetune` builds fresh).
+        workers: DataLoader processes drawing the samples (the samples do not depend on it).
+    """
+
+    preset: str = "transfer"
+    size: int = 128
+    n_train: int = 4800
+    epochs: int = 5
+    n_val: int = 200
+    batch_size: int = 8
+    lr: float = 2e-3
+    amp: str = "auto"
+    depth: int = 4
+    base: int = 16
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"PretrainConfig.preset must be one of {sorted(PRESETS)}; got {self.preset!r}")
+        for name in ("size", "n_train", "epochs", "n_val", "batch_size", "depth", "base"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"PretrainConfig.{name} must be an int >= 1; got {getattr(self, name)!r}")
+        if not is_int(self.workers) or self.workers < 0:
+            raise ValueError(f"PretrainConfig.workers must be an int >= 0; got {self.workers!r}")
+        if self.size % 2**self.depth:
+            raise ValueError(f"PretrainConfig.size must be a multiple of {2**self.depth} for depth {self.depth}; "
+                             f"got {self.size}")
+        if not (is_real(self.lr) and 0 < self.lr < 1):
+            raise ValueError(f"PretrainConfig.lr must be a number in (0, 1); got {self.lr!r}")
+
+    def replace(self, **changes) -> PretrainConfig:
+        """A copy with some settings changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def defect_config(self) -> DefectConfig:
+        """The generator's knobs: the preset at this sample size."""
+        return DefectConfig.preset(self.preset, size=self.size)
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain` returns: ``model`` (best epoch, eval mode), ``threshold`` and ``val_dice`` (pooled
+    Dice of the synthetic validation samples at that threshold), ``history``, ``seconds``."""
+
+    model: nn.Module
+    threshold: float
+    val_dice: float
+    history: History
+    seconds: float
+
+
+def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds | None = None, *, seed: int = 0,
+             device: str | torch.device | None = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> PretrainResult:
+    """Train a fresh binary UNet on synthetic samples only (see the module docstring).
+
+    Args:
+        config: the recipe.
+        backgrounds: defect-free images to paint on, or None for procedural surfaces.
+        seed: seeds the samples and the weights.
+    """
+    if not isinstance(config, PretrainConfig):
+        raise ValueError(f"pretrain expects a PretrainConfig; got {type(config).__name__}")
+    cfg = config.defect_config()
+    train = SyntheticDefects(config.n_train, cfg, seed, SPLIT_START["train"], backgrounds=backgrounds)
+    val = SyntheticDefects(config.n_val, cfg, seed, SPLIT_START["val"], backgrounds=backgrounds)
+    workers = config.workers
+    loaders = [DataLoader(ds, batch_size=config.batch_size, shuffle=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(seed) if shuffle else None)
+               for ds, shuffle in ((train, True), (val, False))]
+    surfaces = f"{len(backgrounds)} background image(s)" if backgrounds is not None else "procedural surfaces"
+    log(f"pretraining on {config.n_train} synthetic {config.size} px samples ({config.preset!r} preset, "
+        f"{surfaces}) x {config.epochs} epochs")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = UNet(depth=config.depth, base=config.base)
+    model_best = {}
+
+    def keep_best(net: nn.Module) -> float:
+        sweep = threshold_sweep(net, loaders[1], device=device, progress=False)
+        if not model_best or sweep["best_dice"] > model_best["dice"]:
+            model_best.update(dice=sweep["best_dice"], threshold=sweep["best_threshold"],
+                              state={k: v.detach().clone() for k, v in net.state_dict().items()})
+        return sweep["best_dice"]
+
+    history = fit(model, loaders[0], None, epochs=config.epochs, lr=config.lr, scheduler="onecycle", device=device,
+                  progress=progress, amp=config.amp, seed=seed, validate=keep_best)
+    model.load_state_dict(model_best["state"])
+    model.eval()
+    return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=model_best["dice"],
+                          history=history, seconds=time.perf_counter() - start)

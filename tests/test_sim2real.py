@@ -12,7 +12,13 @@ import torch
 from unetlab import UNet, save_checkpoint
 from unetlab.baseline import tune_baseline
 from unetlab.real import RealSet
-from unetlab.sim2real import Experiment, finetune, predict_masks, run_experiments, score_masks
+from unetlab.evaluate import predict_masks, score_masks
+from unetlab.finetune import FinetuneConfig, finetune
+from unetlab.real import real_splits
+from unetlab.sim2real import Experiment, run_experiments
+
+TINY = FinetuneConfig(crop=32, batch_size=4, min_steps=2, max_steps=2, evals=1, depth=2, base=4)
+QUIET = dict(device="cpu", progress=False, log=lambda _: None)
 
 
 def _fake_real(n: int = 8, seed: int = 0) -> RealSet:
@@ -64,56 +70,53 @@ def test_score_masks_and_tune_baseline_share_one_class_dice():
 
 
 def test_finetune_learns_the_fake_defects_and_predictions_keep_every_size():
-    real = _fake_real()
-    torch.manual_seed(0)
-    model = UNet(base=4)
-    before = score_masks(predict_masks(model, real, device="cpu", progress=False), real)["dice"]
-    finetune(model, real, steps=40, batch_size=4, lr=1e-2, crop=32, device="cpu", progress=False)
-    preds = predict_masks(model, real, device="cpu", progress=False)
+    real = _fake_real(12)
+    before = score_masks(predict_masks(UNet(base=4), real, device="cpu", progress=False), real)["dice"]
+    result = finetune(None, real, TINY.replace(min_steps=60, max_steps=60, evals=3, lr=1e-2), **QUIET)
+    preds = predict_masks(result.model, real, result.threshold, device="cpu", progress=False)
     assert [p.shape for p in preds] == [m.shape for m in real.masks]
     after = score_masks(preds, real)["dice"]
     assert after > 0.6 and after > before
-    with pytest.raises(ValueError, match="at least one real image"):
-        finetune(model, real.subset([]), steps=1)
-    with pytest.raises(ValueError, match="steps as an int >= 1"):
-        finetune(model, real, steps=0)
 
 
 def test_run_experiments_resumes_from_its_cache(tmp_path):
     real = _fake_real(12)
-    pool, test = [0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]
+    pool, test = real_splits(real.classes, seed=0)
     torch.manual_seed(0)
-    start = save_checkpoint(tmp_path / "start.pt", UNet(base=4))
-    plan = [Experiment("synthetic", 0), Experiment("synthetic", 2), Experiment("scratch", 2, augment=False)]
+    start = save_checkpoint(tmp_path / "start.pt", UNet(base=4), threshold=0.3)
+    plan = [Experiment("synthetic", 0), Experiment("synthetic", 2), Experiment("fresh", 2),
+            Experiment("baseline", None)]
     cache = tmp_path / "cache"
-    kwargs = dict(steps=2, crop=32, cache=cache, device="cpu", progress=False, log=lambda _: None)
-    rows = run_experiments(plan, real, pool, test, {"synthetic": start}, **kwargs)
-    assert [(r["start"], r["k"], r["augment"]) for r in rows] == [("synthetic", 0, True), ("synthetic", 2, True),
-                                                                  ("scratch", 2, False)]
-    assert rows[1]["stems"] == [real.stems[0], real.stems[1]] and rows[0]["train_seconds"] == 0
-    assert all(0 <= r["dice"] <= 1 and r["n_images"] == 6 for r in rows)
-    assert rows[0]["checkpoint"] == str(start.resolve())
-    assert sorted(p.name for p in cache.iterdir()) == ["rows.json", "scratch_k2_plain.pt", "synthetic_k2.pt"]
-    # A second run reads the cache instead of training; changed settings start over.
+    kwargs = dict(config=TINY, cache=cache, **QUIET)
+    rows = run_experiments(plan, real, {"synthetic": start}, **kwargs)
+    assert [(r["start"], r["k"]) for r in rows] == [("synthetic", 0), ("synthetic", 2), ("fresh", 2),
+                                                    ("baseline", None)]
+    assert rows[0]["threshold"] == 0.3 and rows[0]["checkpoint"] == str(start.resolve())
+    assert rows[1]["stems"] == [real.stems[i] for i in pool[:2]] and len(rows[3]["stems"]) == len(pool)
+    assert all(0 <= r["dice"] <= 1 and r["n_images"] == len(test) for r in rows)
+    assert rows[3]["checkpoint"] is None and "baseline" in rows[3]
+    assert sorted(p.name for p in cache.iterdir()) == ["fresh_k2.pt", "rows.json", "synthetic_k2.pt"]
+    # A second run reads the cache instead of training; another recipe starts over.
     logged = []
-    again = run_experiments(plan, real, pool, test, {"synthetic": start}, **{**kwargs, "log": logged.append})
+    again = run_experiments(plan, real, {"synthetic": start}, **{**kwargs, "log": logged.append})
     assert again == json.loads(json.dumps(rows))
-    assert len(logged) == 1 and "3 of 3 experiments reused" in logged[0]  # nothing trained, and it says so
+    assert len(logged) == 1 and "4 of 4 experiments reused" in logged[0]  # nothing trained, and it says so
     logged.clear()
-    run_experiments(plan[:1], real, pool, test, {"synthetic": start}, **{**kwargs, "steps": 3,
-                                                                        "log": logged.append})
-    assert len(logged) == 1 and "reused" not in logged[0]
+    run_experiments(plan[1:2], real, {"synthetic": start}, **{**kwargs, "config": TINY.replace(lr=2e-3),
+                                                               "log": logged.append})
+    assert "reused" not in logged[0]
 
 
-@pytest.mark.parametrize("plan, pool, test, match", [
-    ([Experiment("synthetic", 0)], [0, 1], [1, 2], "overlap"),
-    ([Experiment("other", 0)], [0, 1], [2, 3], "no checkpoint for start 'other'"),
-    ([Experiment("synthetic", 3)], [0, 1], [2, 3], "k must be in"),
-    ([Experiment("scratch", 0)], [0, 1], [2, 3], "k must be in"),
+@pytest.mark.parametrize("plan, match", [
+    ([Experiment("other", 0)], "no checkpoint for start 'other'"),
+    ([Experiment("synthetic", 30)], "k must be None"),
+    ([Experiment("fresh", 0)], "k must be None"),
+    ([Experiment("baseline", 0)], "k must be None"),
+    ([Experiment("synthetic", 1)], "k must be None .* or from 0 \\(zero-shot\\) or 2"),
 ])
-def test_run_experiments_refuses_bad_plans(tmp_path, plan, pool, test, match):
+def test_run_experiments_refuses_bad_plans(tmp_path, plan, match):
     with pytest.raises(ValueError, match=match):
-        run_experiments(plan, _fake_real(4), pool, test, {"synthetic": tmp_path / "x.pt"}, progress=False)
+        run_experiments(plan, _fake_real(8), {"synthetic": tmp_path / "x.pt"}, progress=False)
 
 
 def test_real_prediction_rows_and_kshot_plot():
@@ -127,32 +130,34 @@ def test_real_prediction_rows_and_kshot_plot():
     plt.close(fig)
     with pytest.raises(ValueError, match="as many"):
         show_real_predictions(real.images, real.masks[:2], real.masks)
-    rows = [dict(start="synthetic", k=0, augment=True, class_dice=0.2), dict(start="synthetic", k=5, augment=True,
-            class_dice=0.4), dict(start="scratch", k=5, augment=True, class_dice=0.1),
-            dict(start="synthetic", k=5, augment=False, class_dice=0.3)]
-    fig = plot_kshot(rows, baseline=0.15)
-    labels = fig.axes[0].get_legend_handles_labels()[1]
-    assert labels == ["synthetic", "synthetic, no augmentation", "scratch", "classical baseline"]
+    rows = [dict(start="synthetic", k=0, class_dice=0.2, split=0), dict(start="synthetic", k=5, class_dice=0.4,
+            split=0), dict(start="synthetic", k=5, class_dice=0.6, split=1), dict(start="fresh", k=5, class_dice=0.1),
+            dict(start="baseline", k=None, class_dice=0.15)]
+    fig = plot_kshot(rows, pool_size=140)
+    ax = fig.axes[0]
+    assert ax.get_legend_handles_labels()[1] == ["synthetic start (mean of 2 splits)", "fresh weights",
+                                                 "classical baseline (tuned on the k images)"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "5", "all (140)"]
+    synthetic = ax.containers[0]  # the errorbar of the first start: mean 0.5 at k = 5 with spread 0.1
+    np.testing.assert_allclose(np.asarray(synthetic.lines[0].get_ydata(), float), [0.2, 0.5])
     plt.close(fig)
 
 
 def test_cache_rows_are_dropped_when_the_starting_weights_change(tmp_path):
     real = _fake_real(8)
-    pool, test = [0, 1, 2, 3], [4, 5, 6, 7]
     torch.manual_seed(0)
     start = save_checkpoint(tmp_path / "start.pt", UNet(base=4))
-    kwargs = dict(steps=1, crop=32, cache=tmp_path / "cache", device="cpu", progress=False)
+    kwargs = dict(config=TINY, cache=tmp_path / "cache", device="cpu", progress=False)
     logged = []
-    run_experiments([Experiment("synthetic", 1)], real, pool, test, {"synthetic": start}, log=logged.append, **kwargs)
-    # another start added: the existing row stays valid
-    other = save_checkpoint(tmp_path / "other.pt", UNet(base=4))
-    run_experiments([Experiment("synthetic", 1), Experiment("other", 0)], real, pool, test,
-                    {"synthetic": start, "other": other}, log=logged.append, **kwargs)
-    assert [m.split(":")[0] for m in logged] == ["synthetic|k=1|augment=True", "1 of 2 experiments reused from "
-                                                 f"{tmp_path / 'cache'} (same settings and starting weights; delete the "
-                                                 "folder to measure them again)", "other|k=0|augment=True"]
+    run_experiments([Experiment("synthetic", 2)], real, {"synthetic": start}, log=logged.append, **kwargs)
+    other = save_checkpoint(tmp_path / "other.pt", UNet(base=4))  # another start added: the row stays valid
+    run_experiments([Experiment("synthetic", 2), Experiment("other", 0)], real, {"synthetic": start, "other": other},
+                    log=logged.append, **kwargs)
+    assert [m for m in logged if "reused" in m] == [f"1 of 2 experiments reused from {tmp_path / 'cache'} (same "
+                                                    "recipe, split and starting weights; delete the folder to "
+                                                    "measure them again)"]
     torch.manual_seed(1)
     save_checkpoint(start, UNet(base=4))  # retrained: same path, new weights
     logged.clear()
-    run_experiments([Experiment("synthetic", 1)], real, pool, test, {"synthetic": start}, log=logged.append, **kwargs)
-    assert logged == ["synthetic|k=1|augment=True: fine-tuning 1 steps on 1 real image(s)"]
+    run_experiments([Experiment("synthetic", 2)], real, {"synthetic": start}, log=logged.append, **kwargs)
+    assert not any("reused" in m for m in logged) and logged[0] == "split 0, synthetic|k=2: 2 labelled image(s)"

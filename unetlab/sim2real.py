@@ -83,9 +83,11 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
     for e in plan:
         if e.start not in (FRESH, BASELINE) and e.start not in starts:
             raise ValueError(f"experiment {e.key}: no checkpoint for start {e.start!r}; starts has {sorted(starts)}")
-        if e.k is not None and not (0 <= e.k <= len(pool)) or (e.k == 0 and e.start in (FRESH, BASELINE)):
-            raise ValueError(f"experiment {e.key}: k must be None (the whole pool) or in "
-                             f"[{1 if e.start in (FRESH, BASELINE) else 0}, {len(pool)}]")
+        learned = e.start != BASELINE  # fine-tuning holds one image out, so it needs two
+        if e.k is not None and not (0 <= e.k <= len(pool)) or e.k == 1 and learned or (
+                e.k == 0 and e.start in (FRESH, BASELINE)):
+            lowest = "2" if e.start == FRESH else "1" if e.start == BASELINE else "0 (zero-shot) or 2"
+            raise ValueError(f"experiment {e.key}: k must be None (the whole pool) or from {lowest} to {len(pool)}")
     settings = json.loads(json.dumps({"config": dataclasses.asdict(config), "split": split, "pool": pool,
                                       "test": test}))
     fingerprints = {name: _fingerprint(path) for name, path in starts.items()}

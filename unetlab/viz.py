@@ -443,35 +443,38 @@ def show_real_predictions(images: Sequence[Any], truths: Sequence[Any], preds: S
     return fig
 
 
-def plot_kshot(rows: Sequence[dict], baseline: float | None = None, metric: str = "class_dice") -> Figure:
-    """Real-test score against the number k of real training images, one line per starting point.
+def plot_kshot(rows: Sequence[dict], metric: str = "class_dice", pool_size: int | None = None) -> Figure:
+    """Real-test score against the number k of labelled real images: one line per start, mean over the splits
+    with error bars of one standard deviation.
 
     Args:
-        rows: from :func:`unetlab.sim2real.run_experiments`: dicts with ``start``, ``k``, ``augment`` and
-            ``metric``. Rows fine-tuned with augmentation form the lines; rows without it are drawn as open
-            markers, so its effect shows as a gap at that k.
-        baseline: the classical baseline's score on the same test set, drawn as a horizontal line.
+        rows: from :func:`unetlab.sim2real.run_experiments` (over one or several splits): dicts with ``start``,
+            ``k`` (None for the whole pool) and ``metric``.
         metric: the row key to plot (``"class_dice"``: Dice averaged over the defect classes; or ``"dice"``).
+        pool_size: what k = None means, for its tick label (e.g. ``len(pool)``); ``"all"`` when not given.
     """
-    fig, ax = plt.subplots(figsize=(6.0, 3.6), layout="constrained")
-    starts = list(dict.fromkeys(r["start"] for r in rows))
-    for i, start in enumerate(starts):
-        color = f"C{i}"
-        line = sorted((r["k"], r[metric]) for r in rows if r["start"] == start and r["augment"])
-        if line:
-            ax.plot(*zip(*line), "o-", color=color, label=start)
-        plain = sorted((r["k"], r[metric]) for r in rows if r["start"] == start and not r["augment"])
-        if plain:
-            ax.plot(*zip(*plain), "o", mfc="none", color=color, label=f"{start}, no augmentation")
-    if baseline is not None:
-        ax.axhline(baseline, color="0.4", linestyle="--", label="classical baseline")
-    ks = sorted({r["k"] for r in rows})
-    ax.set_xscale("symlog", linthresh=5)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set(xlabel="real training images k", ylabel={"class_dice": "Dice, mean over defect classes"}.get(
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
+    ks = sorted({r["k"] for r in rows if r["k"] is not None}) + ([None] if any(r["k"] is None for r in rows) else [])
+    where = {k: i for i, k in enumerate(ks)}  # evenly spaced: 0, 5, 10, 20, 50, all
+    style = {"baseline": dict(color="0.4", linestyle="--", marker="s"), "fresh": dict(color="C1", marker="o")}
+    names = {"baseline": "classical baseline (tuned on the k images)", "fresh": "fresh weights"}
+    for i, start in enumerate(dict.fromkeys(r["start"] for r in rows)):
+        points = []
+        for k in ks:
+            values = [r[metric] for r in rows if r["start"] == start and r["k"] == k and r[metric] is not None]
+            if values:
+                points.append((where[k], float(np.mean(values)), float(np.std(values)), len(values)))
+        if points:
+            x, mean, spread, n = zip(*points)
+            label = names.get(start, f"{start} start") + (f" (mean of {max(n)} splits)" if max(n) > 1 else "")
+            ax.errorbar(x, mean, yerr=spread, capsize=3, label=label,
+                        **style.get(start, dict(color=f"C{0 if i == 0 else i + 1}", marker="o")))
+    ax.set_xticks(range(len(ks)), [str(k) if k is not None else f"all ({pool_size})" if pool_size else "all"
+                                   for k in ks])
+    ax.set(xlabel="labelled real images k", ylabel={"class_dice": "class Dice (mean over defect classes)"}.get(
         metric, metric), ylim=(0, 1), title="real test set")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     return fig
 
 

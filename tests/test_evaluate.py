@@ -230,3 +230,15 @@ def test_large_images_are_predicted_in_tiles_with_the_whole_image_result(monkeyp
         monkeypatch.undo()
         assert len(calls) > 1 and all(max(shape[-2:]) < 330 for shape in calls)  # never the whole image at once
         np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_flip_averaging_is_the_mean_of_the_four_flipped_predictions():
+    image = np.random.default_rng(1).random((40, 56)).astype(np.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = UNet(base=4).eval()
+    views = [predict(model, np.ascontiguousarray(image[::a, ::b]), device="cpu")[::a, ::b]
+             for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+    np.testing.assert_allclose(predict(model, image, device="cpu", flips=True), np.mean(views, axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="flips must be True or False"):
+        predict(model, image, flips="yes")

@@ -14,7 +14,9 @@ images; README, "Sim to real"):
 - a **number of steps that follows the data**: ``steps_per_image`` per training image, between ``min_steps``
   and ``max_steps``, validated ``evals`` times along the way;
 - score each validation pass by the **class Dice** (:func:`unetlab.metrics.class_dice`: every defect class
-  counts the same) at the best of a sweep of thresholds, and keep the best weights and their threshold.
+  counts the same) at the best of a sweep of thresholds, and keep the best weights; their threshold is then
+  chosen again for predictions averaged over the four flips (:func:`unetlab.predict` with ``flips=True``),
+  which is how the real-use paths predict.
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -111,7 +113,7 @@ class FinetuneResult:
 
     Attributes:
         model: the binary UNet with the best weights, in eval mode.
-        threshold: the decision threshold chosen with them on the held-out images.
+        threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
         val_score: the held-out class Dice at that threshold.
         best_step: the optimiser step of those weights; ``steps`` the planned total.
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
@@ -228,6 +230,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
     model.load_state_dict(best["state"])
     model.eval()
-    return FinetuneResult(model=model, threshold=best["threshold"], val_score=best["score"], best_step=best["step"],
+    # The kept weights predict with flips (as predict_masks and `unetlab predict` do): choose their threshold so.
+    threshold, score = best_threshold([predict(model, image, device=device, flips=True) for image in val.images], val)
+    return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
                           val_stems=val.stems, seconds=time.perf_counter() - start)

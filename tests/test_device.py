@@ -20,9 +20,12 @@ def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, e
     assert default_device() == torch.device(expected)
 
 
-def test_autocast_is_off_by_default_except_on_cuda(monkeypatch):
+def test_autocast_is_off_by_default_except_on_cuda_and_amx_cpus(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("off", cuda) is None
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
+    assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("off", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert autocast_dtype("auto", cuda) == torch.float16  # a GPU without bfloat16 gets float16 (with scaling)
@@ -90,3 +93,10 @@ def test_a_device_that_is_not_here_is_one_clear_error(monkeypatch):
                     device="cuda", progress=False)
     with pytest.raises(ValueError, match="device 'cuda' is not available here"):
         unetlab.predict(unetlab.UNet(base=2), torch.zeros(8, 8), device="cuda")
+
+
+def test_amx_is_read_from_torch_or_from_cpuinfo(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert device.cpu_has_amx() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert device.cpu_has_amx() is False

@@ -56,19 +56,38 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` (one of :data:`AMP_MODES`) on ``device``, or None for full float32.
 
-    ``"auto"``: bfloat16 on CUDA (float16 where bfloat16 is not supported), float32 elsewhere; ``"bf16"``:
-    bfloat16, also on a CPU (opt-in: it pays only on CPUs with AMX); ``"fp16"``: float16, CUDA or MPS only;
-    ``"off"``: float32.
+    ``"auto"``: bfloat16 on CUDA (float16 where bfloat16 is not supported), bfloat16 on a CPU with AMX matrix
+    units (:func:`cpu_has_amx`: about 2x the training speed there, same scores in our measurements), float32
+    elsewhere (without AMX, bfloat16 on a CPU is emulated and slower); ``"bf16"``: bfloat16 anywhere;
+    ``"fp16"``: float16, CUDA or MPS only; ``"off"``: float32.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
     if amp == "auto":
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_amx() else None
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if amp == "fp16" and device.type not in ("cuda", "mps"):
         raise ValueError(f"amp='fp16' needs a CUDA or MPS device; on {device.type} use amp='bf16' or 'off'")
     return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
+
+
+def cpu_has_amx() -> bool:
+    """True when this CPU has AMX bf16 matrix units (Intel Sapphire Rapids and later), where bfloat16 runs
+    natively: PyTorch's own probe when it has one, else the ``amx_bf16`` flag of ``/proc/cpuinfo`` (Linux)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except RuntimeError:
+            return False
+    try:
+        with open("/proc/cpuinfo") as info:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in info)
+    except OSError:
+        return False
 
 
 def use_channels_last(channels_last: bool | str, device: torch.device) -> bool:

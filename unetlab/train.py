@@ -238,15 +238,15 @@ class _Run:
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> tuple[float, float]:
-        """Mean validation loss per image, and the validation Dice (see the class docstring)."""
+        """Mean validation loss per image, and the validation Dice (see the class docstring). In float32, as
+        :func:`unetlab.evaluate` and :func:`unetlab.predict` run, so the best epoch is the one they score best."""
         self.model.eval()
         k = max(2, self.n_classes)
         loss_sum, n = 0.0, 0
         matrix = torch.zeros(k, k, dtype=torch.int64, device=self.device)  # pixels, [true][predicted]
         for batch in loader:
             images, target = self.target(batch, "val_loader")
-            with self.autocast:
-                logits = self.model(images).float()
+            logits = self.model(images).float()
             loss_sum += self.loss_fn(logits, target).item() * len(images)
             n += len(images)
             pred, truth = self.predicted(logits, target)

@@ -43,7 +43,7 @@ def main() -> None:
     levels = np.linspace(lo, hi - 10, args.updates)
     rows = {"seed": update_ms(pg.controls["seed"], range(1, args.updates + 1)),
             "brightness (range slider)": update_ms(pg.controls["brightness"], [(v, v + 10) for v in levels])}
-    print(f"\n| control moved | median ms | slowest ms | updates |\n|---|---:|---:|---:|")
+    print("\n| control moved | median ms | slowest ms | updates |\n|---|---:|---:|---:|")
     for name, times in rows.items():
         print(f"| {name} | {statistics.median(times):.1f} | {max(times):.1f} | {len(times)} |")
 

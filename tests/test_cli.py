@@ -14,6 +14,7 @@ import torch
 import unetlab.checkpoint
 import unetlab.cli as cli
 import unetlab.folders
+from unetlab.io import write_json
 
 from unetlab.cli import main
 
@@ -167,7 +168,7 @@ def test_resume_with_other_settings_is_refused_and_the_checkpoint_kept(tmp_path,
 
 
 def test_results_json_holds_null_for_undefined_scores_never_bare_nan(tmp_path):
-    cli._write_json(tmp_path / "r.json", {"a": float("nan"), "b": {"c": [1.0, math.inf]}, "d": 0.5})
+    write_json(tmp_path / "r.json", {"a": float("nan"), "b": {"c": [1.0, math.inf]}, "d": 0.5})
 
     def no_constants(name):
         raise AssertionError(f"bare {name} in JSON")

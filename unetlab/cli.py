@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
-import math
 import os
 import platform
 import sys
@@ -31,7 +29,7 @@ from .data import SPLIT_START, EpochShuffle, SyntheticDefects, make_loaders, sta
 from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import evaluate, evaluate_multiclass, predict, predict_labels, threshold_sweep
 from .folders import DefectFolder, write_dataset
-from .io import atomic_write, check_writable
+from .io import check_writable, json_text, write_json
 from .model import UNet, count_parameters
 from .synth import PRESETS, SURFACES, DefectConfig
 from .train import SCHEDULERS, fit
@@ -59,46 +57,6 @@ def _sizes(args: argparse.Namespace) -> tuple[RunSizes, str]:
     if changes.get("crop") == 0:
         changes["crop"] = None  # --crop 0: whole images
     return dataclasses.replace(base, **changes), label
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    atomic_write(path, lambda f: f.write(_json_text(payload).encode()))
-
-
-def _json_text(payload: dict) -> str:
-    """``payload`` as strict JSON (never a bare NaN, which JSON does not have): numpy values become plain ones, and
-    a NaN or infinite score becomes null, its place and value listed under ``"undefined_values"``, e.g.
-    ``{"test.mean_dice": "nan"}`` (a class Dice with no pixel of any defect class to score)."""
-    undefined: dict[str, str] = {}
-    data = _json_ready(payload, "", undefined)
-    if undefined:
-        data["undefined_values"] = undefined
-    return json.dumps(data, indent=2, allow_nan=False)
-
-
-def _json_ready(value, where: str, undefined: dict[str, str]):
-    if isinstance(value, dict):
-        return {k: _json_ready(v, f"{where}.{k}" if where else str(k), undefined) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(v, f"{where}[{i}]", undefined) for i, v in enumerate(value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        undefined[where] = str(value)
-        return None
-    return value
-
-
-def _threshold(text: str) -> float:
-    """argparse type of ``--threshold``: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (a pixel is a defect when its probability is "
-                                         f"above it); got {text}")
-    return value
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:
@@ -231,7 +189,7 @@ def _evaluate_and_draw(model, loader: DataLoader, figures: Path, threshold: floa
 def _write_results(path: Path, task: str, scores: dict, **more) -> None:
     """Write a results JSON file: ``task``, ``unetlab_version``, what ``more`` adds, and the test ``scores``
     (under ``"summary"`` for a binary model, ``"test"`` for a multi-class one)."""
-    _write_json(path, {"task": task, **{k: str(v) if isinstance(v, Path) else v for k, v in more.items()},
+    write_json(path, {"task": task, **{k: str(v) if isinstance(v, Path) else v for k, v in more.items()},
                        "summary" if task == "binary" else "test": scores, "unetlab_version": __version__})
 
 
@@ -266,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          "class labels)")
     scores, paths = _score_and_draw(model, _test_loader(args, sizes, cfg), Path(args.figures), args.threshold)
     if task == "binary":
-        print(_json_text(scores))
+        print(json_text(scores))
     if args.out:  # training wrote results.json beside the checkpoint; evaluating writes only where --out says
         _write_results(Path(args.out), task, scores, checkpoint=args.checkpoint)
         print(f"results: {args.out}")
@@ -347,7 +305,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
     p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
     if not training:
-        p.add_argument("--threshold", type=_threshold, default=None,
+        p.add_argument("--threshold", type=cli_real.threshold_arg, default=None,
                        help="probability above which a pixel is a defect, in [0, 1) (default: the checkpoint's, "
                             "else 0.5)")
         return
@@ -385,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate -> train -> evaluate -> figures and results.json")
     _add_run_options(p)
-    p.add_argument("--threshold", type=_threshold, default=None,
+    p.add_argument("--threshold", type=cli_real.threshold_arg, default=None,
                    help="probability above which a pixel is a defect, in [0, 1) (default: the best on the "
                         "validation set)")
     p.add_argument("--out", default="runs/demo", help="folder for the checkpoint and results.json")

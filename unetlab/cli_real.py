@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
-import uuid
 from pathlib import Path
 
 import cv2
@@ -30,11 +27,11 @@ from tqdm.auto import tqdm
 
 from ._version import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
-from .device import default_device, keep_freed_memory_for_reuse
+from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import predict, predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
 from .folders import IMAGE_SUFFIXES, read_image
-from .io import atomic_write
+from .io import atomic_write, check_writable, write_json
 from .pretrain import PretrainConfig, pretrain
 from .real import RealSet, load_backgrounds
 from .synth import PRESETS
@@ -48,22 +45,6 @@ QUICK_PRETRAIN = dict(n_train=32, epochs=1, n_val=8)
 # Shared checks
 
 
-def writable_folder(path: str | os.PathLike) -> Path:
-    """Create ``path`` (and its parents) and check that a file can be written there, before any work starts.
-
-    Raises ``SystemExit`` with one line naming the folder and the reason (read-only, not a folder, ...).
-    """
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".unetlab-write-check-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise SystemExit(f"error: cannot write to the output folder {folder}: {err.strerror or err}") from None
-    return folder
-
-
 def _fresh_checkpoint(out: Path, overwrite: bool) -> Path:
     checkpoint = out / "model.pt"
     if checkpoint.exists() and not overwrite:
@@ -71,29 +52,21 @@ def _fresh_checkpoint(out: Path, overwrite: bool) -> Path:
     return checkpoint
 
 
-def _plain_json(value):
-    """``value`` with NaN and infinities replaced by None (JSON has no NaN), tuples as lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _plain_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _plain_json(value.item())
+def threshold_arg(text: str) -> float:
+    """argparse type of ``--threshold``: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) (a pixel is a defect when its probability is "
+                                         f"above it); got {text}")
     return value
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    text = json.dumps(_plain_json(payload), indent=2, allow_nan=False)
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _threshold(args: argparse.Namespace, info: dict) -> tuple[float, str]:
     """The decision threshold: ``--threshold``, else the checkpoint's, else 0.5; and where it came from."""
     if args.threshold is not None:
-        if not 0 <= args.threshold < 1:
-            raise SystemExit(f"error: --threshold must be in [0, 1); got {args.threshold}")
         return args.threshold, "--threshold"
     if info.get("threshold") is not None:
         return float(info["threshold"]), "the checkpoint"
@@ -110,12 +83,12 @@ def _allocator(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    out = writable_folder(args.out)
+    out = check_writable(Path(args.out))
     checkpoint = _fresh_checkpoint(out, args.overwrite)
     config = PretrainConfig(preset=args.preset, **(QUICK_PRETRAIN if args.quick else {}))
     config = config.replace(**{k: v for k, v in (("n_train", args.n_train), ("epochs", args.epochs)) if v})
     backgrounds = load_backgrounds(args.backgrounds) if args.backgrounds else None
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     _allocator(args, device)
     result = pretrain(config, backgrounds, seed=args.seed, device=device)
     data_config = {"preset": config.preset, "defect_config": config.defect_config().to_dict(),
@@ -123,7 +96,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                    "n_backgrounds": len(backgrounds) if backgrounds is not None else 0, "seed": args.seed}
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
                     data_config=data_config)
-    _write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
+    write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
                                         "config": dataclasses.asdict(config), "data": data_config,
                                         "threshold": result.threshold, "synthetic_val_dice": result.val_dice,
                                         "seconds": result.seconds, "history": result.history.to_dict()})
@@ -138,7 +111,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    out = writable_folder(args.out)
+    out = check_writable(Path(args.out))
     checkpoint = _fresh_checkpoint(out, args.overwrite)
     data = RealSet.load(args.data)
     config = FinetuneConfig(**(QUICK_FINETUNE if args.quick else {}))
@@ -146,7 +119,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if "max_steps" in changes:
         changes["min_steps"] = min(config.min_steps, changes["max_steps"])
     config = config.replace(**changes)
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     model, start = None, "fresh weights"
     if args.init.lower() != "none":
         model, info = load_checkpoint(args.init, device=device)
@@ -160,7 +133,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
                     data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                  "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
-    _write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
+    write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
                                         "val_class_dice": result.val_score, "best_step": result.best_step,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
@@ -223,8 +196,8 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     files = image_files(args.paths)
-    out = writable_folder(args.out)
-    device = torch.device(args.device) if args.device else default_device()
+    out = check_writable(Path(args.out))
+    device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device=device)
     if model.config["out_channels"] != 1:
         raise SystemExit("error: predict writes binary masks; this checkpoint is a multi-class model")
@@ -257,7 +230,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
     """Score a binary model on a labelled real folder: print and (``--out``) write the real-data scores."""
     if args.out:
-        writable_folder(Path(args.out).parent)
+        check_writable(Path(args.out).parent)
     data = RealSet.load(args.data)
     threshold, source = _threshold(args, info)
     scores = score_masks(predict_masks(model, data, threshold, device=args.device), data)
@@ -271,7 +244,7 @@ def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
     for name, value in rows:
         print(f"  {name:<{width}}  {'n/a' if value is None or not math.isfinite(value) else f'{value:.3f}'}")
     if args.out:
-        _write_json(Path(args.out), {"command": "evaluate", "unetlab_version": __version__,
+        write_json(Path(args.out), {"command": "evaluate", "unetlab_version": __version__,
                                      "checkpoint": str(args.checkpoint), "data": str(args.data),
                                      "threshold": threshold, "threshold_from": source, "scores": scores,
                                      "per_image_dice": dict(zip(data.stems, per_image))})
@@ -324,7 +297,7 @@ def add_commands(sub) -> None:
     p.add_argument("paths", nargs="+", help="image files or folders of them")
     p.add_argument("--checkpoint", required=True, help="model.pt from finetune, pretrain or train")
     p.add_argument("--out", required=True, help="folder for the masks")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=threshold_arg, default=None,
                    help="probability above which a pixel is a defect (default: the checkpoint's, else 0.5)")
     p.add_argument("--probs", action="store_true", help="also write <stem>_prob.png, the probability x 255")
     p.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png, the mask in red")

@@ -6,6 +6,8 @@ not be written and why, with the original ``errno`` (see :func:`write_error`).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import stat
@@ -13,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
@@ -91,3 +95,32 @@ def write_error(err: OSError, what: str, outcome: str) -> OSError:
     new = type(err)(f"{what}: {err.strerror or err}; {outcome}")
     new.errno = err.errno
     return new
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` as strict JSON (:func:`json_text`), atomically; returns the path."""
+    return atomic_write(path, lambda f: f.write(json_text(payload).encode()))
+
+
+def json_text(payload: dict) -> str:
+    """``payload`` as strict JSON (never a bare NaN, which JSON does not have): numpy values become plain ones, and
+    a NaN or infinite score becomes null, its place and value listed under ``"undefined_values"``, e.g.
+    ``{"test.mean_dice": "nan"}`` (a class Dice with no pixel of any defect class to score)."""
+    undefined: dict[str, str] = {}
+    data = _json_ready(payload, "", undefined)
+    if undefined:
+        data["undefined_values"] = undefined
+    return json.dumps(data, indent=2, allow_nan=False)
+
+
+def _json_ready(value, where: str, undefined: dict[str, str]):
+    if isinstance(value, dict):
+        return {k: _json_ready(v, f"{where}.{k}" if where else str(k), undefined) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v, f"{where}[{i}]", undefined) for i, v in enumerate(value)]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        undefined[where] = str(value)
+        return None
+    return value

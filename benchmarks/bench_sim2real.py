@@ -9,7 +9,7 @@ classical baseline. Zero-shot (k = 0) is the pretrained model at the threshold i
 Everything is cached under ``--cache`` (delete it to measure again), so a second run prints at once.
 
     python benchmarks/bench_sim2real.py [--data FOLDER] [--splits 0 1 2] [--ks 0 5 10 20 50 all]
-                                        [--cache runs/sim2real] [--figure figures/06_sim2real_curve.png]
+                                        [--cache notebooks/runs/06_sim2real] [--figure figures/06_sim2real_curve.png]
 
 About 50 minutes per split on a 2-core CPU with AMX (pretraining ~8 min, each fine-tune <= 5 min).
 """
@@ -17,7 +17,6 @@ About 50 minutes per split on a 2-core CPU with AMX (pretraining ~8 min, each fi
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -27,24 +26,8 @@ import numpy as np
 import torch
 
 import unetlab
-from unetlab import (REAL_DATA_HINT, Backgrounds, Experiment, PretrainConfig, RealSet, keep_freed_memory_for_reuse,
-                     load_checkpoint, plot_kshot, pretrain, real_data_root, real_splits, run_experiments,
-                     save_checkpoint, save_figure)
-
-
-def pretrained(real: RealSet, pool: list[int], split: int, folder: Path) -> Path:
-    """The split's pretrained checkpoint in ``folder``: trained here (and kept) unless it exists for this recipe."""
-    path = folder / "pretrained.pt"
-    config = PretrainConfig()
-    recipe = json.loads(json.dumps({**vars(config), "split": split}))
-    if path.exists() and load_checkpoint(path)[1]["data_config"].get("recipe") == recipe:
-        return path
-    bank = Backgrounds([real.images[i] for i in pool if not real.masks[i].any()])
-    print(f"split {split}: pretraining on {len(bank)} defect-free pool images")
-    result = pretrain(config, bank, seed=split)
-    save_checkpoint(path, result.model, threshold=result.threshold, history=result.history,
-                    data_config={"recipe": recipe, "seconds": result.seconds})
-    return path
+from unetlab import (REAL_DATA_HINT, Experiment, RealSet, keep_freed_memory_for_reuse, plot_kshot,
+                     pretrained_for_split, real_data_root, real_splits, run_experiments, save_figure)
 
 
 def summary(rows: list[dict], classes: list[str], pool_size: int) -> None:
@@ -71,7 +54,7 @@ def main() -> int:
     parser.add_argument("--splits", type=int, nargs="+", default=[0, 1, 2], help="split seeds (default 0 1 2)")
     parser.add_argument("--ks", nargs="+", default=["0", "5", "10", "20", "50", "all"],
                         help="labelled images per fine-tune; 'all' is the whole pool")
-    parser.add_argument("--cache", default="runs/sim2real", help="folder of models and scores (per split)")
+    parser.add_argument("--cache", default="notebooks/runs/06_sim2real", help="folder of models and scores (per split)")
     parser.add_argument("--figure", default=None, help="also save the curve here (PNG)")
     args = parser.parse_args()
 
@@ -87,9 +70,8 @@ def main() -> int:
             + [Experiment("baseline", k) for k in ks if k])
     rows = []
     for split in args.splits:
-        pool, _ = real_splits(real.classes, seed=split)
         folder = Path(args.cache) / f"split{split}"
-        start = pretrained(real, pool, split, folder)
+        start = pretrained_for_split(real, split, folder)
         rows += run_experiments(plan, real, {"synthetic": start}, split=split, cache=folder)
     pool_size = len(real_splits(real.classes, seed=args.splits[0])[0])
     classes = list(rows[0]["per_class"])

@@ -161,3 +161,21 @@ def test_cache_rows_are_dropped_when_the_starting_weights_change(tmp_path):
     logged.clear()
     run_experiments([Experiment("synthetic", 2)], real, {"synthetic": start}, log=logged.append, **kwargs)
     assert not any("reused" in m for m in logged) and logged[0] == "split 0, synthetic|k=2: 2 labelled image(s)"
+
+
+def test_the_pretrained_start_of_a_split_paints_on_its_defect_free_pool_images_and_is_reused(tmp_path):
+    from unetlab import PretrainConfig, load_checkpoint
+    from unetlab.sim2real import pretrained_for_split
+
+    real = _fake_real(12)
+    cfg = PretrainConfig(size=32, n_train=4, epochs=1, n_val=4, batch_size=4, depth=2, base=4, workers=0)
+    logged = []
+    path = pretrained_for_split(real, 0, tmp_path, cfg, device="cpu", progress=False, log=logged.append)
+    info = load_checkpoint(path)[1]
+    free_in_pool = sum(1 for i in real_splits(real.classes, seed=0)[0] if not real.masks[i].any())
+    assert info["data_config"]["backgrounds"] == free_in_pool > 0 and info["threshold"] is not None
+    stamp = path.stat().st_mtime_ns
+    assert pretrained_for_split(real, 0, tmp_path, cfg, device="cpu", progress=False, log=logged.append) == path
+    assert path.stat().st_mtime_ns == stamp and "reusing" in logged[-1]
+    pretrained_for_split(real, 0, tmp_path, cfg.replace(lr=1e-3), device="cpu", progress=False, log=logged.append)
+    assert "pretraining" in logged[-1]  # another recipe: trained again

@@ -41,7 +41,7 @@ from .model import UNet, count_parameters, receptive_field
 from .pretrain import PretrainConfig, PretrainResult, pretrain
 from .real import (REAL_DATA_ENV, REAL_DATA_HINT, RandomCrops, RealSet, download_magnetic_tile, holdout_split,
                    load_backgrounds, real_data_root, real_splits)
-from .sim2real import Experiment, run_experiments
+from .sim2real import Experiment, pretrained_for_split, run_experiments
 from .synth import CLASS_NAMES, PRESETS, SURFACES, Backgrounds, DefectConfig, make_sample, sample_rng
 from .train import fit
 from .viz import (CLASS_COLORS, label_overlay, overlay_errors, plot_confusion, plot_history, plot_kshot,
@@ -58,7 +58,7 @@ __all__ = [
     "REAL_DATA_ENV", "REAL_DATA_HINT", "RandomCrops", "binarize_mask", "download_magnetic_tile", "real_data_root",
     "real_splits", "holdout_split", "load_backgrounds",
     "AugmentConfig", "DEFAULT_AUGMENT", "augment", "ClassicalBaseline", "tune_baseline",
-    "Experiment", "RealSet", "predict_masks", "run_experiments", "score_masks",
+    "Experiment", "pretrained_for_split", "RealSet", "predict_masks", "run_experiments", "score_masks",
     "FinetuneConfig", "FinetuneResult", "best_threshold", "finetune", "PretrainConfig", "PretrainResult", "pretrain",
     "defect_playground", "render_preview",
     "UNet", "count_parameters", "receptive_field", "BCEDiceLoss", "dice_loss", "CEDiceLoss", "multiclass_dice_loss",

@@ -34,9 +34,34 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
 from .io import atomic_write
+from .pretrain import PretrainConfig, pretrain
 from .real import RealSet, real_splits
+from .synth import Backgrounds
 
 FRESH, BASELINE = "fresh", "baseline"
+
+
+def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
+                         config: PretrainConfig = PretrainConfig(), *, device: str | torch.device | None = None,
+                         progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """The synthetic start of split ``split``: :func:`unetlab.pretrain` painted on the defect-free images of
+    the split's pool (zero labels: only "this part is good"), saved as ``folder/pretrained.pt``.
+
+    An existing file made by the same recipe and split is reused (its ``data_config`` records both), so a second
+    call costs nothing; another recipe trains again. Returns the checkpoint path.
+    """
+    path = Path(folder) / "pretrained.pt"
+    recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split}))
+    if path.is_file() and (load_checkpoint(path)[1]["data_config"] or {}).get("recipe") == recipe:
+        log(f"split {split}: reusing the pretrained start {path}")
+        return path
+    pool, _ = real_splits(real.classes, seed=split)
+    bank = Backgrounds([real.images[i] for i in pool if not real.masks[i].any()])
+    log(f"split {split}: pretraining on synthetic defects painted on the pool's {len(bank)} defect-free images")
+    result = pretrain(config, bank, seed=split, device=device, progress=progress, log=log)
+    save_checkpoint(path, result.model, threshold=result.threshold, history=result.history,
+                    data_config={"recipe": recipe, "backgrounds": len(bank), "seconds": round(result.seconds, 1)})
+    return path
 
 
 @dataclass(frozen=True)

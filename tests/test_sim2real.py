@@ -179,3 +179,12 @@ def test_the_pretrained_start_of_a_split_paints_on_its_defect_free_pool_images_a
     assert path.stat().st_mtime_ns == stamp and "reusing" in logged[-1]
     pretrained_for_split(real, 0, tmp_path, cfg.replace(lr=1e-3), device="cpu", progress=False, log=logged.append)
     assert "pretraining" in logged[-1]  # another recipe: trained again
+
+
+def test_run_experiments_scores_a_subset_of_the_test_set_but_never_pool_images():
+    real = _fake_real(12)
+    pool, test = real_splits(real.classes, seed=0)
+    row = run_experiments([Experiment("baseline", 2)], real, {}, test=test[:2], progress=False, log=lambda _: None)[0]
+    assert row["n_images"] == 2
+    with pytest.raises(ValueError, match="subset of split 0's test set"):
+        run_experiments([Experiment("baseline", 2)], real, {}, test=pool[:2], progress=False)

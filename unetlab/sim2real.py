@@ -84,7 +84,8 @@ class Experiment:
 
 
 def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str, str | os.PathLike], *,
-                    split: int = 0, config: FinetuneConfig = FinetuneConfig(), cache: str | os.PathLike | None = None,
+                    split: int = 0, config: FinetuneConfig = FinetuneConfig(), test: Sequence[int] | None = None,
+                    cache: str | os.PathLike | None = None,
                     device: str | torch.device | None = None, progress: bool = True,
                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every experiment of ``plan`` on split ``split`` of ``real``; one row of scores each, same order.
@@ -95,6 +96,8 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
         starts: start name -> checkpoint path of a pretrained binary model.
         split: the seed of :func:`unetlab.real.real_splits` (half of every class is the test set).
         config: the fine-tuning recipe; its seed is the split's, so a split is one reproducible experiment.
+        test: score on these images only (indices into ``real``, all in the split's test set), e.g. a quick check;
+            None: the whole test set.
         cache: a folder for the fine-tuned models (``<start>_k<k>.pt``) and ``rows.json``, written as soon as each
             row is done. Rows made with the same recipe, split and starting weights are reused.
 
@@ -104,7 +107,12 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
         None for k = 0 and the baseline), ``best_step``, ``steps``, ``train_seconds``, ``stems`` (the k images)
         and ``checkpoint``.
     """
-    pool, test = real_splits(real.classes, seed=split)
+    pool, held_out = real_splits(real.classes, seed=split)
+    if test is None:
+        test = held_out
+    elif not set(test) <= set(held_out):
+        raise ValueError(f"run_experiments: test must be a subset of split {split}'s test set (never pool images)")
+    test = list(test)
     for e in plan:
         if e.start not in (FRESH, BASELINE) and e.start not in starts:
             raise ValueError(f"experiment {e.key}: no checkpoint for start {e.start!r}; starts has {sorted(starts)}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ class PretrainConfig:
 
     Attributes:
         preset: the :data:`unetlab.synth.PRESETS` name the samples are drawn from.
+        knobs: DefectConfig fields changed on top of the preset, e.g. ``{"pits": (0, 0)}`` (an ablation).
         size: sample side in px (a multiple of ``2**depth``).
         n_train: training samples per epoch (each epoch sees the same samples: they are indexed by seed).
         epochs: passes over them; the best epoch by validation Dice is kept.
@@ -48,6 +49,7 @@ class PretrainConfig:
     """
 
     preset: str = "transfer"
+    knobs: dict = field(default_factory=dict)
     size: int = 128
     n_train: int = 4800
     epochs: int = 5
@@ -62,6 +64,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"PretrainConfig.preset must be one of {sorted(PRESETS)}; got {self.preset!r}")
+        if not isinstance(self.knobs, dict):
+            raise ValueError(f"PretrainConfig.knobs must be a dict of DefectConfig fields; got {self.knobs!r}")
+        self.defect_config()  # the knobs are validated by DefectConfig
         for name in ("size", "n_train", "epochs", "n_val", "batch_size", "depth", "base"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"PretrainConfig.{name} must be an int >= 1; got {getattr(self, name)!r}")
@@ -79,7 +84,7 @@ class PretrainConfig:
 
     def defect_config(self) -> DefectConfig:
         """The generator's knobs: the preset at this sample size."""
-        return DefectConfig.preset(self.preset, size=self.size)
+        return DefectConfig.preset(self.preset, **{**self.knobs, "size": self.size})
 
 
 @dataclass

@@ -42,25 +42,29 @@ FRESH, BASELINE = "fresh", "baseline"
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
-                         config: PretrainConfig = PretrainConfig(), *, device: str | torch.device | None = None,
-                         progress: bool = True, log: Callable[[str], None] = print) -> Path:
+                         config: PretrainConfig = PretrainConfig(), *, backgrounds: bool = True,
+                         device: str | torch.device | None = None, progress: bool = True,
+                         log: Callable[[str], None] = print) -> Path:
     """The synthetic start of split ``split``: :func:`unetlab.pretrain` painted on the defect-free images of
-    the split's pool (zero labels: only "this part is good"), saved as ``folder/pretrained.pt``.
+    the split's pool (zero labels: only "this part is good"), or on procedural surfaces when
+    ``backgrounds=False``, saved as ``folder/pretrained.pt``.
 
     An existing file made by the same recipe and split is reused (its ``data_config`` records both), so a second
     call costs nothing; another recipe trains again. Returns the checkpoint path.
     """
     path = Path(folder) / "pretrained.pt"
-    recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split}))
+    recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split, "backgrounds": backgrounds}))
     if path.is_file() and (load_checkpoint(path)[1]["data_config"] or {}).get("recipe") == recipe:
         log(f"split {split}: reusing the pretrained start {path}")
         return path
     pool, _ = real_splits(real.classes, seed=split)
-    bank = Backgrounds([real.images[i] for i in pool if not real.masks[i].any()])
-    log(f"split {split}: pretraining on synthetic defects painted on the pool's {len(bank)} defect-free images")
+    bank = Backgrounds([real.images[i] for i in pool if not real.masks[i].any()]) if backgrounds else None
+    log(f"split {split}: pretraining on synthetic defects painted on "
+        + (f"the pool's {len(bank)} defect-free images" if bank is not None else "procedural surfaces"))
     result = pretrain(config, bank, seed=split, device=device, progress=progress, log=log)
     save_checkpoint(path, result.model, threshold=result.threshold, history=result.history,
-                    data_config={"recipe": recipe, "backgrounds": len(bank), "seconds": round(result.seconds, 1)})
+                    data_config={"recipe": recipe, "backgrounds": len(bank) if bank is not None else 0,
+                                 "seconds": round(result.seconds, 1)})
     return path
 
 

@@ -19,6 +19,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root without --allow-root (common in classroom VMs and containers).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: venv demo test lab notebooks bench retarget colab-check browser-check clean
 
@@ -60,6 +61,14 @@ bench: $(STAMP)
 # the widget and library tests must pass there (about 2-4 minutes, most of it pip; .ci/run runs it too).
 colab-check:
 	.ci/colab-check "$(PYTHON)" "$(TORCH)" "$(TORCH_INDEX)"
+
+# Release step (about 2 minutes, not in make test): chapter 02 in JupyterLab in headless Chromium, sliders moved
+# (tests/browser/check_playground.py). Installs Debian's chromium (apt) and Playwright for Python (pip; it drives
+# that chromium, so Playwright's own browser download is never used).
+browser-check: $(STAMP)
+	command -v chromium >/dev/null || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; }
+	$(PY) -m pip install --quiet "playwright>=1.40"
+	$(PY) tests/browser/check_playground.py --chromium "$$(command -v chromium)"
 
 # Point the Colab badges and every chapter's install line at another home (a fork):  make retarget REPO=you/unetlab
 # (BRANCH=... too, default: keep the declared one). Without REPO it only re-derives them from pyproject.toml.

@@ -59,7 +59,7 @@ def test_fp16_training_scales_the_gradients(monkeypatch):
     cuda = torch.device("cuda")
     for amp_dtype, scaled in ((autocast_dtype("auto", cuda), True), (torch.bfloat16, False)):
         run = _Run(UNet(base=4), None, device=cuda, amp_dtype=amp_dtype, lr=1e-3, scheduler=None, epochs=1,
-                   steps_per_epoch=1)
+                   steps_per_epoch=1, settings={})
         assert (run.scaler.device, run.scaler.enabled, run.autocast.dtype) == ("cuda", scaled, amp_dtype)
 
 

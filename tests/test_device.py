@@ -1,5 +1,7 @@
 """Device, precision and memory-format choices, and the opt-in allocator setting that nothing makes silently."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -27,12 +29,41 @@ def test_autocast_is_off_by_default_except_on_cuda_and_amx_cpus(monkeypatch):
     monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
     assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("off", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert autocast_dtype("auto", cuda) == torch.float16  # a GPU without bfloat16 gets float16 (with scaling)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert autocast_dtype("auto", cuda) == torch.bfloat16
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA or MPS device"):
         autocast_dtype("fp16", cpu)
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), torch.float16),  # T4 (Colab's free GPU): bfloat16 only through emulation
+    ((7, 0), torch.float16),  # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 6), torch.bfloat16),  # RTX 30xx
+    ((9, 0), torch.bfloat16),  # H100 / H200
+])
+def test_auto_precision_on_cuda_is_bf16_only_where_the_gpu_has_it(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: asked.append(d) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # as on a T4: emulation
+    assert autocast_dtype("auto", torch.device("cuda:1")) == expected
+    assert asked == [torch.device("cuda:1")]  # the GPU that trains, not whichever one is current
+    assert autocast_dtype("bf16", torch.device("cuda")) == torch.bfloat16  # asking for it still gets it
+
+
+def test_fp16_training_scales_the_gradients(monkeypatch):
+    """Where "auto" picks float16, fit turns its gradient scaler on (float16 gradients underflow without it);
+    bfloat16 has float32's range and needs none. (No GPU here: the scaler and autocast are recorded, not run.)"""
+    from unetlab.model import UNet
+    from unetlab.train import _Run
+
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: SimpleNamespace(device=device,
+                                                                                         enabled=enabled))
+    monkeypatch.setattr(torch, "autocast", lambda device, dtype, enabled: SimpleNamespace(dtype=dtype))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    cuda = torch.device("cuda")
+    for amp_dtype, scaled in ((autocast_dtype("auto", cuda), True), (torch.bfloat16, False)):
+        run = _Run(UNet(base=4), None, device=cuda, amp_dtype=amp_dtype, lr=1e-3, scheduler=None, epochs=1,
+                   steps_per_epoch=1, settings={})
+        assert (run.scaler.device, run.scaler.enabled, run.autocast.dtype) == ("cuda", scaled, amp_dtype)
 
 
 def test_channels_last_is_on_except_on_mps():

@@ -144,3 +144,25 @@ def test_gallery_shows_every_surface_with_each_defect_kind():
     assert len(titled) == 4 * len(SURFACES)
     assert {t.split(":")[0] for t in titled} == set(SURFACES)
     plt.close(fig)
+
+
+def test_figures_go_to_the_repository_in_a_clone_and_to_the_working_directory_elsewhere(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from unetlab.viz import figures_dir
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo / "notebooks")  # a chapter in a clone
+    assert figures_dir() == Path("../figures") and figures_dir().resolve() == repo / "figures"
+    monkeypatch.chdir(repo)
+    assert figures_dir() == Path("figures")
+
+    colab = tmp_path / "content"  # Colab: the package installed from git, the notebook run in /content
+    (colab / "sample_data").mkdir(parents=True)
+    monkeypatch.chdir(colab)
+    assert figures_dir() == Path("figures")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "someone-else"\n')  # another project's root
+    assert figures_dir() == Path("figures")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "unetlab"\n')  # a clone above: its figures/
+    assert figures_dir() == Path("../figures")
+    assert not (tmp_path / "figures").exists()  # nothing made until a figure is saved

@@ -3,6 +3,7 @@
 import dataclasses
 
 import cv2
+import ipywidgets
 import matplotlib
 import numpy as np
 import pytest
@@ -75,6 +76,75 @@ def test_moving_a_slider_changes_the_picture():
     pg.controls["brightness"].value = (200.0, 200.0)
     assert pg.panels[0].value != first
     assert pg.last.image.mean() > 0.6  # 200 gray levels is bright
+
+
+FLOAT_KNOBS = [f.name for f in dataclasses.fields(DefectConfig)
+               if "range" in f.metadata and isinstance(f.default[0] if isinstance(f.default, tuple) else f.default,
+                                                       float)]
+
+
+@pytest.mark.parametrize("name", FLOAT_KNOBS)
+def test_float_sliders_hold_the_numbers_their_readout_shows(name):
+    """The browser sends grid values computed in binary floating point (an untouched brightness slider came back
+    as (70.0, 169.99999999999997), and the notebook reported it as changed): they land back on the grid."""
+    field = next(f for f in dataclasses.fields(DefectConfig) if f.name == name)
+    control = widgets_module._control(field, field.default)  # the playground's control, without the redraws
+    places = widgets_module._places(control.step)
+    steps = round((control.max - control.min) / control.step)
+    for k in range(steps + 1):
+        sent = control.min + k * control.step  # as the browser computes it, e.g. 0.25 + 25 * 0.05 = 1.5000000000000002
+        control.value = (control.min, sent) if isinstance(control.value, tuple) else sent
+        shown = control.value[-1] if isinstance(control.value, tuple) else control.value
+        assert shown == float(f"{sent:.{places}f}"), (k, sent, shown)
+
+
+def test_an_untouched_playground_reports_no_change_after_the_browser_echoes_it():
+    pg = defect_playground()
+    for name, sent in (("brightness", (70.0, 169.99999999999997)), ("texture_scale", (0.75, 1.4999999999999998)),
+                       ("crack_length", (70.0, 170.00000000000003)), ("crack_branching", 0.39999999999999997)):
+        pg.controls[name].value = sent
+    assert pg.current_config() == DefectConfig()
+    assert pg.renders == 1  # values equal to the old ones: no change, no redraw
+    pg.controls["noise"].value = (2.0, 6.000000000000001)
+    assert pg.current_config().noise == (2.0, 6.0) and pg.renders == 2
+
+
+def test_bounds_still_hold_on_the_grid():
+    control = defect_playground(DefectConfig(size=32)).controls["texture_scale"]
+    control.value = (0.1, 9.0)  # below min and above max: clipped, as plain ipywidgets do
+    assert control.value == (0.25, 4.0)
+    control.value = (1.02, 1.03)  # between grid points: the nearest ones
+    assert control.value == (1.0, 1.05)
+
+
+def test_every_control_has_its_help_as_tooltip():
+    pg = defect_playground(DefectConfig(size=32))
+    fields = {f.name: f for f in dataclasses.fields(DefectConfig)}
+    key = "tooltip" if int(ipywidgets.__version__.split(".")[0]) >= 8 else "description_tooltip"
+    assert widgets_module.TOOLTIP == key
+    for name, control in pg.controls.items():
+        tip = getattr(control, key)
+        if name == "seed":
+            assert "random seed" in tip
+        else:
+            assert tip.startswith(fields[name].metadata["help"]) and fields[name].metadata.get("unit", "") in tip
+
+
+def test_the_status_line_names_the_change_it_drew_and_the_widget_says_what_a_restart_does():
+    pg = defect_playground(DefectConfig(size=32))
+    assert "drawn for" not in pg.status.value  # the first drawing follows no change
+    pg.controls["noise"].value = (2.0, 6.0)
+    assert "drawn for <b>noise 2.0 – 6.0</b>" in pg.status.value
+    pg.controls["surface"].value = "cast"
+    assert "drawn for <b>surface cast</b>" in pg.status.value
+    pg.controls["seed"].value = 12
+    assert "drawn for <b>seed 12</b>" in pg.status.value
+    assert any(isinstance(w, ipywidgets.HTML) and widgets_module.STALE_HINT in w.value for w in pg.children)
+
+
+def test_a_reader_without_a_kernel_sees_one_short_line():
+    text = repr(defect_playground(DefectConfig(size=32)))
+    assert text == f"DefectPlayground: {len(KNOBS)} knobs and a seed; run the cell to use the sliders"
 
 
 def test_invalid_config_is_shown_not_raised():

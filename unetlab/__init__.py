@@ -12,7 +12,7 @@ The public API, in the order the tutorial meets it:
 - ``train``: :func:`fit` -> :class:`History`; ``checkpoint``: :func:`save_checkpoint`, :func:`load_checkpoint`;
   ``device``: :func:`default_device`, :func:`keep_freed_memory_for_reuse`;
 - ``evaluate``: :func:`predict`, :func:`evaluate`, :func:`threshold_sweep`;
-- ``viz``: the pictures;
+- ``viz``: the pictures, and :func:`figures_dir`, where the chapters save them;
 - beyond the seed: ``augment`` (joint image/mask augmentation), ``baseline`` (classical threshold + morphology),
   multi-class ``CEDiceLoss``, :func:`evaluate_multiclass`, :func:`predict_labels`;
 - real use: ``pretrain`` (synthetic-only, optionally on your defect-free images: :class:`Backgrounds`),
@@ -44,8 +44,8 @@ from .real import (REAL_DATA_ENV, REAL_DATA_HINT, RandomCrops, RealSet, download
 from .sim2real import Experiment, pretrained_for_split, run_experiments
 from .synth import CLASS_NAMES, PRESETS, SURFACES, Backgrounds, DefectConfig, make_sample, sample_rng
 from .train import fit
-from .viz import (CLASS_COLORS, label_overlay, overlay_errors, plot_confusion, plot_history, plot_kshot,
-                  plot_threshold_sweep, save_figure, show_gallery, show_label_predictions, show_predictions,
+from .viz import (CLASS_COLORS, figures_dir, label_overlay, overlay_errors, plot_confusion, plot_history,
+                  plot_kshot, plot_threshold_sweep, save_figure, show_gallery, show_label_predictions, show_predictions,
                   show_real_predictions, show_samples)
 from .widgets import defect_playground, render_preview
 
@@ -68,5 +68,5 @@ __all__ = [
     "EvalResult", "evaluate", "evaluate_multiclass", "predict", "predict_labels", "threshold_sweep",
     "CLASS_COLORS", "label_overlay", "overlay_errors", "plot_confusion", "plot_history", "plot_kshot",
     "plot_threshold_sweep", "show_real_predictions",
-    "save_figure", "show_gallery", "show_label_predictions", "show_predictions", "show_samples",
+    "figures_dir", "save_figure", "show_gallery", "show_label_predictions", "show_predictions", "show_samples",
 ]

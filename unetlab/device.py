@@ -56,10 +56,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` (one of :data:`AMP_MODES`) on ``device``, or None for full float32.
 
-    ``"auto"``: bfloat16 on CUDA (float16 where bfloat16 is not supported), bfloat16 on a CPU with AMX matrix
-    units (:func:`cpu_has_amx`: about 2x the training speed there, same scores in our measurements), float32
-    elsewhere (without AMX, bfloat16 on a CPU is emulated and slower); ``"bf16"``: bfloat16 anywhere;
-    ``"fp16"``: float16, CUDA or MPS only; ``"off"``: float32.
+    ``"auto"``: on CUDA bfloat16 where the GPU computes it natively (:func:`cuda_has_native_bf16`), else
+    float16 (``fit`` scales its gradients); bfloat16 on a CPU with AMX matrix units (:func:`cpu_has_amx`: about
+    2x the training speed there, same scores in our measurements); float32 elsewhere (without AMX, bfloat16 on a
+    CPU is emulated and slower); ``"bf16"``: bfloat16 anywhere; ``"fp16"``: float16, CUDA or MPS only;
+    ``"off"``: float32.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"amp must be one of {AMP_MODES}; got {amp!r}")
@@ -68,7 +69,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
             return torch.bfloat16 if cpu_has_amx() else None
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if amp == "fp16" and device.type not in ("cuda", "mps"):
         raise ValueError(f"amp='fp16' needs a CUDA or MPS device; on {device.type} use amp='bf16' or 'off'")
     return {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}[amp]
@@ -98,6 +99,16 @@ def use_channels_last(channels_last: bool | str, device: torch.device) -> bool:
     if not isinstance(channels_last, bool):
         raise ValueError(f"channels_last must be True, False or 'auto'; got {channels_last!r}")
     return channels_last
+
+
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """True when the CUDA ``device`` has bfloat16 arithmetic in hardware: compute capability 8.0 or later
+    (Ampere: A100, RTX 30xx, and newer).
+
+    ``torch.cuda.is_bf16_supported()`` is not the test: it is also True on older GPUs (a T4, capability 7.5, as
+    on Colab's free tier) where bfloat16 runs through emulation, much slower than float16 on their tensor cores.
+    """
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def keep_freed_memory_for_reuse() -> bool:

@@ -1,7 +1,8 @@
 """Pictures of results (matplotlib only): error overlays, prediction rows, training curves, threshold sweeps.
 
 Every plotting function returns the :class:`matplotlib.figure.Figure` (made with pyplot, so ``plt.show()``
-displays it in a notebook); :func:`save_figure` writes one to disk atomically.
+displays it in a notebook); :func:`save_figure` writes one to disk atomically, and :func:`figures_dir` says
+where the tutorial's figures go.
 
 Error colours (Okabe-Ito / microscopy palette, distinguishable with every common colour-vision deficiency and
 against a gray image):
@@ -227,6 +228,23 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
         raise ValueError(f"save_figure needs a path ending in one of {sorted('.' + k for k in supported)}; got {path}")
     atomic_write(path, lambda file: fig.savefig(file, format=fmt, dpi=dpi))
     return path
+
+
+def figures_dir() -> Path:
+    """The folder the chapters write their figures to, relative to the working directory.
+
+    Inside a clone of unetlab (the working directory or a folder above it holds unetlab's ``pyproject.toml``)
+    it is the repository's ``figures/``, the one the README shows: ``../figures`` from ``notebooks/``.
+    Anywhere else it is ``figures/`` in the working directory: on Colab ``/content/figures``, in the Files pane
+    (a path such as ``../figures`` there would be ``/figures``, outside it). Nothing is created until a figure
+    is saved.
+    """
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file() and 'name = "unetlab"' in project.read_text(encoding="utf-8", errors="replace"):
+            return Path(os.path.relpath(folder / "figures", here))
+    return Path("figures")
 
 
 # ----------------------------------------------------------------------------------------------------------------

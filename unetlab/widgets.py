@@ -4,9 +4,13 @@ Move a slider and the preview (image | mask | overlay) is drawn again at once. T
 dataclass fields and their metadata (``range``, ``step``, ``help``, ``unit`` or ``choices``), so a knob added
 to ``DefectConfig`` appears here without touching this file.
 
-Only core ipywidgets are used (they render in JupyterLab and Colab without a custom widget manager). The
-preview panels are ``ipywidgets.Image`` PNGs encoded with OpenCV at the displayed size, which is several times
-faster than redrawing a matplotlib figure.
+Only core ipywidgets are used (they render in JupyterLab and Colab without a custom widget manager), and both
+ipywidgets 7 (Colab keeps 7.7.1) and 8 work. The preview panels are ``ipywidgets.Image`` PNGs encoded with OpenCV
+at the displayed size, which is several times faster than redrawing a matplotlib figure.
+
+A widget lives in the kernel that made it: after a kernel restart its sliders still move in the browser but
+nothing redraws the preview. The status line names the last change it drew, and a note under it says to run the
+cell again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import NamedTuple
 import cv2
 import ipywidgets as widgets
 import numpy as np
+from traitlets import validate
 
 from .checks import is_int
 from .synth import CLASS_NAMES, DefectConfig, make_sample
@@ -27,6 +32,11 @@ from .viz import CLASS_COLORS, label_overlay
 
 SEED_RANGE = (0, 999)  # the seed slider's range; any non-negative int works in make_sample itself
 PANEL_PX = 256  # displayed side of each preview panel, whatever the image size
+# The hover text of a control: ``tooltip`` since ipywidgets 8, ``description_tooltip`` before (8 still accepts it,
+# with a deprecation warning).
+TOOLTIP = "tooltip" if int(widgets.__version__.split(".")[0]) >= 8 else "description_tooltip"
+STALE_HINT = ("The preview follows the sliders while the kernel that drew it runs. If it stops following them "
+              "(after a kernel restart), run this cell again.")
 
 
 class Preview(NamedTuple):
@@ -65,8 +75,40 @@ def _png(array: np.ndarray, side: int = PANEL_PX) -> bytes:
     return buf.tobytes()
 
 
-def _decimals(step: float) -> int:
-    return max(0, -math.floor(math.log10(step) + 1e-9))
+def _places(x: float) -> int:
+    """The decimal places ``x`` is written with (0.05 -> 2, 0.5 -> 1, 30.0 -> 0), at most 9."""
+    return next(d for d in range(10) if d == 9 or math.isclose(round(x, d), x, rel_tol=0, abs_tol=1e-12))
+
+
+class _OnTheGrid:
+    """Float sliders that hold exact grid values: ``min + k * step``, rounded to the decimals of min and step.
+
+    The browser computes a slider's values in binary floating point and sends them back as soon as the slider is
+    drawn: an untouched range slider at (70, 170) on a 30..220 grid comes back as (70.0, 169.99999999999997). This
+    validator puts every value, from the browser or from Python, back on the grid, so an untouched slider equals
+    its knob's default and a moved one reads as the number its readout shows.
+    """
+
+    @validate("value")
+    def _validate_value(self, proposal):
+        if not self.step:  # ipywidgets 8 allows step=None: any value
+            return super()._validate_value(proposal)
+        places = max(_places(self.step), _places(self.min))
+
+        def on_grid(v: float) -> float:
+            return round(self.min + round((v - self.min) / self.step) * self.step, places)
+
+        value = proposal["value"]
+        snapped = tuple(on_grid(v) for v in value) if isinstance(value, (tuple, list)) else on_grid(value)
+        return super()._validate_value({**proposal, "value": snapped})  # ipywidgets' own bounds and order checks
+
+
+class _GridFloatSlider(_OnTheGrid, widgets.FloatSlider):
+    """A ``FloatSlider`` whose value is always on its step grid (see :class:`_OnTheGrid`)."""
+
+
+class _GridFloatRangeSlider(_OnTheGrid, widgets.FloatRangeSlider):
+    """A ``FloatRangeSlider`` whose two values are always on its step grid (see :class:`_OnTheGrid`)."""
 
 
 def _look() -> dict:
@@ -77,7 +119,7 @@ def _look() -> dict:
 def _control(f: dataclasses.Field, value) -> widgets.ValueWidget:
     """The widget for one DefectConfig field, set to ``value``: a slider, a range slider or a dropdown."""
     help_text, unit = f.metadata.get("help", ""), f.metadata.get("unit", "")
-    common = dict(description=f.name, tooltip=f"{help_text} ({unit})" if unit else help_text, **_look())
+    common = {"description": f.name, TOOLTIP: f"{help_text} ({unit})" if unit else help_text, **_look()}
     if "choices" in f.metadata:
         return widgets.Dropdown(options=list(f.metadata["choices"]), value=value, **common)
     lo, hi = f.metadata["range"]
@@ -86,8 +128,8 @@ def _control(f: dataclasses.Field, value) -> widgets.ValueWidget:
     if isinstance(f.default[0] if is_pair else f.default, int):
         cls = widgets.IntRangeSlider if is_pair else widgets.IntSlider
         return cls(min=lo, max=hi, step=step, value=value, **common)
-    cls = widgets.FloatRangeSlider if is_pair else widgets.FloatSlider
-    return cls(min=lo, max=hi, step=step, value=value, readout_format=f".{_decimals(step)}f", **common)
+    cls = _GridFloatRangeSlider if is_pair else _GridFloatSlider
+    return cls(min=lo, max=hi, step=step, value=value, readout_format=f".{_places(step)}f", **common)
 
 
 def _legend_html() -> str:
@@ -105,7 +147,8 @@ class DefectPlayground(widgets.VBox):
     Attributes:
         controls: field name -> widget, one per DefectConfig knob, plus ``"seed"``.
         panels: the three ``ipywidgets.Image`` panels (image, mask, overlay).
-        status: an ``ipywidgets.HTML`` line: defect pixel shares and render time, or the error message.
+        status: an ``ipywidgets.HTML`` line: the last change drawn, defect pixel shares and render time, or the
+            error message.
         last: the :class:`Preview` shown now (``None`` only if the first render failed).
         renders: how many times the preview has been drawn.
         error: the message of the last rejected configuration, ``""`` when the preview is current.
@@ -116,7 +159,7 @@ class DefectPlayground(widgets.VBox):
             f.name: _control(f, getattr(cfg, f.name)) for f in dataclasses.fields(DefectConfig)}
         self.controls["seed"] = widgets.IntSlider(
             min=SEED_RANGE[0], max=SEED_RANGE[1], value=seed, description="seed",
-            tooltip="random seed: same seed and knobs give the same image", **_look())
+            **{TOOLTIP: "random seed: same seed and knobs give the same image"}, **_look())
         self.panels = tuple(widgets.Image(format="png", width=str(PANEL_PX), height=str(PANEL_PX))
                             for _ in range(3))
         self.status = widgets.HTML()
@@ -132,10 +175,16 @@ class DefectPlayground(widgets.VBox):
         half = (len(knobs) + 1) // 2
         sliders = widgets.HBox([widgets.VBox(knobs[:half]), widgets.VBox(knobs[half:])],
                                layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([preview, widgets.HTML(_legend_html()), self.status, sliders])
+        hint = widgets.HTML(f'<span style="color:#666;font-size:90%">{STALE_HINT}</span>')
+        super().__init__([preview, widgets.HTML(_legend_html()), self.status, hint, sliders])
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
         self.render()
+
+    def __repr__(self) -> str:
+        # What a reader without a live kernel sees as text (ipywidgets' own repr spells out every child widget,
+        # PNG bytes included).
+        return f"DefectPlayground: {len(self.controls) - 1} knobs and a seed; run the cell to use the sliders"
 
     def current_config(self) -> DefectConfig:
         """The DefectConfig the controls describe now (raises ValueError if they describe an invalid one)."""
@@ -145,8 +194,12 @@ class DefectPlayground(widgets.VBox):
     def seed(self) -> int:
         return self.controls["seed"].value
 
-    def render(self) -> None:
-        """Draw the preview for the current controls; an invalid config shows its message instead of raising."""
+    def render(self, changed: str = "") -> None:
+        """Draw the preview for the current controls; an invalid config shows its message instead of raising.
+
+        ``changed`` (e.g. ``"noise 2.0 – 6.0"``) leads the status line: when a slider says otherwise, the kernel
+        behind the widget is gone.
+        """
         start = time.perf_counter()
         try:
             preview = render_preview(self.current_config(), self.seed)
@@ -162,11 +215,21 @@ class DefectPlayground(widgets.VBox):
         share = np.bincount(preview.labels.ravel(), minlength=len(CLASS_NAMES)) / preview.labels.size
         shares = ", ".join(f"{name} {100 * s:.2f}%" for name, s in zip(CLASS_NAMES[1:], share[1:]))
         side = preview.image.shape[0]
-        self.status.value = (f"{side}x{side} px &nbsp; defect pixels: {shares} &nbsp; "
+        lead = f"drawn for <b>{html.escape(changed)}</b> &nbsp; " if changed else ""
+        self.status.value = (f"{lead}{side}x{side} px &nbsp; defect pixels: {shares} &nbsp; "
                              f"(drawn in {1000 * (time.perf_counter() - start):.0f} ms)")
 
     def _on_change(self, change: dict) -> None:
-        self.render()
+        self.render(f"{change['owner'].description} {_shown(change['owner'])}")
+
+
+def _shown(control: widgets.ValueWidget) -> str:
+    """The value of ``control`` as its readout shows it: ``2.0 – 6.0``, ``0.40``, ``cast``."""
+    fmt = getattr(control, "readout_format", "d")
+    if not isinstance(control.value, (int, float, tuple)):
+        return str(control.value)
+    values = control.value if isinstance(control.value, tuple) else (control.value,)
+    return " – ".join(format(v, fmt) for v in values)
 
 
 def defect_playground(cfg: DefectConfig | None = None, seed: int = 0) -> DefectPlayground:

@@ -8,6 +8,7 @@ synthetic data, evaluate it on a held-out synthetic test set, write the figures 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from . import cli_real
+from . import cli_real, distributed
 from ._version import __version__
 from .checkpoint import load_checkpoint
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, TASKS, RunSizes, is_quick,
@@ -89,8 +90,8 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
         if len(folder) < 2:
             raise SystemExit(f"error: {args.data} holds {len(folder)} image(s); training needs at least 2")
         n_val = max(1, len(folder) // 10)
-        loaders["train"] = DataLoader(Subset(folder, range(len(folder) - n_val)), batch_size=sizes.batch_size,
-                                      sampler=EpochShuffle(len(folder) - n_val, args.seed))
+        loaders["train"] = distributed.sharded_loader(Subset(folder, range(len(folder) - n_val)), sizes.batch_size,
+                                                      EpochShuffle(len(folder) - n_val, args.seed))
         loaders["val"] = DataLoader(Subset(folder, range(len(folder) - n_val, len(folder))),
                                     batch_size=sizes.batch_size)
     torch.manual_seed(args.seed)  # the initial weights: the same run twice gives the same model
@@ -114,7 +115,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
                                      "loss": "cross-entropy + Dice" if multiclass else "BCE + Dice",
                                      "epochs": sizes.epochs, "batch_size": sizes.batch_size,
                                      "n_train": len(loaders["train"].dataset), "crop": sizes.crop, "base": args.base,
-                                     "depth": depth, "amp": args.amp}
+                                     "depth": depth, "amp": args.amp, "processes": distributed.world_size()}
 
 
 def _tune_allocator(args: argparse.Namespace) -> None:
@@ -137,6 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     preset = args.preset or ("multiclass" if args.task == "multiclass" else "default")
     cfg = DefectConfig.preset(preset, size=sizes.image_size)
     model, history, loaders, settings = _train(args, sizes, cfg, checkpoint)
+    if not distributed.is_main():  # under torchrun, rank 0 reports and writes
+        return 0
     settings["preset"] = preset
     best = history.best_epoch
     print(f"best epoch {best}: val Dice {history.val_dice[best - 1]:.3f}" if best else "trained without validation")
@@ -295,6 +298,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_distributed(args: argparse.Namespace) -> int:
+    """Run a training command as one of torchrun's processes (see :mod:`unetlab.distributed`): on this process's
+    device, in the process group; rank 0 says how many processes train, the others keep quiet on stdout (they
+    would repeat every line; their errors still reach stderr)."""
+    with distributed.process_group(args.device) as args.device:
+        if not distributed.is_main():
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                return args.func(args)
+        print(distributed.describe())
+        return args.func(args)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Argument parsing
 
@@ -387,12 +402,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTED_COMMANDS = ("train", "pretrain", "finetune")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        launch = distributed.launched()
+        if launch is not None and args.command not in DISTRIBUTED_COMMANDS:
+            raise SystemExit(f"error: torchrun trains one model on N processes with {', '.join(DISTRIBUTED_COMMANDS)}; "
+                             f"`unetlab {args.command}` runs in one process: start it without torchrun")
         if hasattr(args, "device"):
             args.device = resolve_device(args.device)  # before any work: "--device cuda" on a CPU-only build
-        return args.func(args)
+        return args.func(args) if launch is None else _run_distributed(args)
     except (ValueError, OSError) as err:  # OSError: missing files, full disks, unwritable folders
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from ._version import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import keep_freed_memory_for_reuse, resolve_device
@@ -87,10 +88,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     checkpoint = _fresh_checkpoint(out, args.overwrite)
     config = PretrainConfig(preset=args.preset, **(QUICK_PRETRAIN if args.quick else {}))
     config = config.replace(**{k: v for k, v in (("n_train", args.n_train), ("epochs", args.epochs)) if v})
-    backgrounds = load_backgrounds(args.backgrounds) if args.backgrounds else None
+    backgrounds = load_backgrounds(args.backgrounds, progress=distributed.is_main()) if args.backgrounds else None
     device = resolve_device(args.device)
     _allocator(args, device)
     result = pretrain(config, backgrounds, seed=args.seed, device=device)
+    if not distributed.is_main():  # under torchrun, rank 0 reports and writes
+        return 0
     data_config = {"preset": config.preset, "defect_config": config.defect_config().to_dict(),
                    "backgrounds": str(Path(args.backgrounds).resolve()) if args.backgrounds else None,
                    "n_backgrounds": len(backgrounds) if backgrounds is not None else 0, "seed": args.seed}
@@ -99,7 +102,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
                                         "config": dataclasses.asdict(config), "data": data_config,
                                         "threshold": result.threshold, "synthetic_val_dice": result.val_dice,
-                                        "seconds": result.seconds, "history": result.history.to_dict()})
+                                        "seconds": result.seconds, "processes": distributed.world_size(),
+                                        "history": result.history.to_dict()})
     print(f"pretrained in {result.seconds:.0f} s: synthetic validation Dice {result.val_dice:.3f} at threshold "
           f"{result.threshold:g}")
     print(f"checkpoint: {checkpoint} (continue with: unetlab finetune --init {checkpoint} --data FOLDER --out DIR)")
@@ -113,7 +117,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     out = check_writable(Path(args.out))
     checkpoint = _fresh_checkpoint(out, args.overwrite)
-    data = RealSet.load(args.data)
+    data = RealSet.load(args.data, progress=distributed.is_main())
     config = FinetuneConfig(**(QUICK_FINETUNE if args.quick else {}))
     changes = {k: getattr(args, k) for k in ("crop", "steps_per_image", "max_steps") if getattr(args, k)}
     if "max_steps" in changes:
@@ -130,6 +134,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"unetlab {__version__} finetune on {device}: {len(data)} labelled images from {args.data}, starting from "
           f"{start}")
     result = finetune(model, data, config, seed=args.seed, device=device)
+    if not distributed.is_main():  # under torchrun, rank 0 reports and writes
+        return 0
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
                     data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                  "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
@@ -137,6 +143,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
                                         "val_class_dice": result.val_score, "best_step": result.best_step,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
+                                        "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
     print(f"best step {result.best_step} of {result.steps}: held-out class Dice {result.val_score:.3f} at threshold "

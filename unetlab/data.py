@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checks import is_fraction, is_int
+from .distributed import sharded_loader
 from .synth import Backgrounds, DefectConfig, make_sample, sample_rng
 
 if TYPE_CHECKING:
@@ -191,7 +192,9 @@ def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None,
     epoch fixed by ``(seed, epoch)``, so a run is repeatable, also across an interruption and resume.
     ``num_workers=0`` suits notebooks (generation costs ~1 ms a sample); raise it freely, nothing changes, not
     even the training windows. With ``sizes.crop`` set, the training set yields windows of that side, most of
-    them over a defect (see :class:`SyntheticDefects`); validation and test always score whole images.
+    them over a defect (see :class:`SyntheticDefects`); validation and test always score whole images. Under
+    torchrun the training loader is this process's share of every batch (:func:`unetlab.distributed.sharded_loader`:
+    ``sizes.batch_size`` is the total over the processes); validation and test loaders hold whole splits.
 
     Each split holds at most 1,000,000 images (the distance between the :data:`SPLIT_START` values), so that no
     validation or test image is ever a training image; more is a ValueError.
@@ -211,9 +214,12 @@ def make_loaders(cfg: DefectConfig | None = None, sizes: RunSizes | None = None,
     for split, n in splits.items():
         crop = sizes.crop if split == "train" else None
         ds = SyntheticDefects(n, cfg, seed, SPLIT_START[split], return_labels=return_labels, crop=crop)
-        sampler = EpochShuffle(n, seed, keyed=crop is not None) if split == "train" else None
-        loaders[split] = DataLoader(ds, batch_size=sizes.batch_size, sampler=sampler, num_workers=num_workers,
-                                    persistent_workers=num_workers > 0)
+        workers = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
+        if split == "train":
+            sampler = EpochShuffle(n, seed, keyed=crop is not None)
+            loaders[split] = sharded_loader(ds, sizes.batch_size, sampler, **workers)
+        else:
+            loaders[split] = DataLoader(ds, batch_size=sizes.batch_size, **workers)
     return loaders
 
 

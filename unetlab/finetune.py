@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import RandomSampler
 
+from . import distributed
 from .augment import AugmentConfig
 from .checks import is_fraction, is_int, is_real
 from .evaluate import predict
@@ -180,6 +181,9 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
             data give the same model on the same machine.
         log: where the plan and the time estimate are written (``print`` by default).
 
+    Under torchrun the processes train one model (see :mod:`unetlab.distributed`; ``config.batch_size`` is the
+    total over them), rank 0 validates, and every process returns the same result.
+
     Returns:
         A :class:`FinetuneResult`: the best model, its threshold and the validation record.
     """
@@ -205,9 +209,10 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
                         augment=config.augment, defect_share=config.defect_share)
     # Each epoch of fit draws per_eval batches of windows; the sampler's own generator moves on between epochs.
+    # Under torchrun every process draws the same windows and takes its share of each batch (sharded_loader).
     sampler = RandomSampler(crops, replacement=True, num_samples=per_eval * config.batch_size,
                             generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(crops, batch_size=config.batch_size, sampler=sampler)
+    loader = distributed.sharded_loader(crops, config.batch_size, sampler)
     log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose the step and threshold): {steps} steps "
         f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations")
 
@@ -228,10 +233,14 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
-    model.load_state_dict(best["state"])
+    if "state" in best:  # under torchrun only rank 0 validated: it shares the weights and the record it kept
+        model.load_state_dict(best.pop("state"))
+    distributed.share_weights(model)
+    record, best = distributed.on_main(lambda: (record, best))
     model.eval()
     # The kept weights predict with flips (as predict_masks and `unetlab predict` do): choose their threshold so.
-    threshold, score = best_threshold([predict(model, image, device=device, flips=True) for image in val.images], val)
+    threshold, score = distributed.on_main(lambda: best_threshold(
+        [predict(model, image, device=device, flips=True) for image in val.images], val))
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
                           val_stems=val.stems, seconds=time.perf_counter() - start)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
+from . import distributed
 from .checks import is_int, is_real
 from .data import SPLIT_START, SyntheticDefects
 from .evaluate import threshold_sweep
@@ -108,17 +109,20 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
         config: the recipe.
         backgrounds: defect-free images to paint on, or None for procedural surfaces.
         seed: seeds the samples and the weights.
+
+    Under torchrun the processes train one model (see :mod:`unetlab.distributed`; ``config.batch_size`` is the
+    total over them), rank 0 validates, and every process returns the same result.
     """
     if not isinstance(config, PretrainConfig):
         raise ValueError(f"pretrain expects a PretrainConfig; got {type(config).__name__}")
     cfg = config.defect_config()
     train = SyntheticDefects(config.n_train, cfg, seed, SPLIT_START["train"], backgrounds=backgrounds)
     val = SyntheticDefects(config.n_val, cfg, seed, SPLIT_START["val"], backgrounds=backgrounds)
-    workers = config.workers
-    loaders = [DataLoader(ds, batch_size=config.batch_size, shuffle=shuffle, num_workers=workers,
-                          persistent_workers=workers > 0,
-                          generator=torch.Generator().manual_seed(seed) if shuffle else None)
-               for ds, shuffle in ((train, True), (val, False))]
+    workers = dict(num_workers=config.workers, persistent_workers=config.workers > 0)
+    shuffle = torch.Generator().manual_seed(seed)  # the same order in every process (see sharded_loader)
+    loaders = [distributed.sharded_loader(train, config.batch_size, RandomSampler(train, generator=shuffle),
+                                          generator=shuffle, **workers),
+               DataLoader(val, batch_size=config.batch_size, **workers)]
     surfaces = f"{len(backgrounds)} background image(s)" if backgrounds is not None else "procedural surfaces"
     log(f"pretraining on {config.n_train} synthetic {config.size} px samples ({config.preset!r} preset, "
         f"{surfaces}) x {config.epochs} epochs")
@@ -137,7 +141,10 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
 
     history = fit(model, loaders[0], None, epochs=config.epochs, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=keep_best)
-    model.load_state_dict(model_best["state"])
+    if "state" in model_best:  # under torchrun only rank 0 validated: it shares the weights and scores it kept
+        model.load_state_dict(model_best.pop("state"))
+    distributed.share_weights(model)
+    model_best = distributed.on_main(lambda: model_best)
     model.eval()
     return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=model_best["dice"],
                           history=history, seconds=time.perf_counter() - start)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .batches import check_values, split_batch
 from .checkpoint import check_plain, load_weights, read_checkpoint, train_state, write_checkpoint
+from . import distributed
 from .checks import is_int, is_real
 from .device import autocast_dtype, resolve_device, use_channels_last
 from .history import History
@@ -87,6 +88,14 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
             torch's DistributedSampler): with the library's loaders a run gives the same weights whatever the
             number of workers, interrupted and resumed or not.
 
+    Under torchrun (a process group joined with :func:`unetlab.distributed.process_group`), the N processes train
+    one model with DistributedDataParallel (see :mod:`unetlab.distributed`): ``train_loader`` must come from
+    :func:`unetlab.distributed.sharded_loader` (its batch size, recorded in the checkpoint, is the total over the
+    processes); only rank 0 validates, calls ``validate`` and writes the checkpoint, and every process gets its
+    scores, so all return the same History and hold the same weights. Each process seeds its random stream from
+    ``(seed, epoch, rank)`` (rank 0 as one process would), so random draws outside the samplers differ between
+    processes.
+
     Returns:
         History of all epochs (including those loaded when resuming).
 
@@ -105,6 +114,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     memory_format = torch.channels_last if use_channels_last(channels_last, device) else torch.contiguous_format
     in_channels, n_classes = _channels(model)
     steps_per_epoch = _check_loader(train_loader, "train_loader", in_channels, n_classes)
+    distributed.check_sharded(train_loader, "train_loader")
     if val_loader is not None:
         _check_loader(val_loader, "val_loader", in_channels, n_classes)
 
@@ -118,17 +128,19 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         data_config = data_config if data_config is not None else stored_config
 
     done = run.history.epochs
-    bar = tqdm(total=steps_per_epoch * epochs if steps_per_epoch else None, disable=not progress, unit="batch",
+    bar = tqdm(total=steps_per_epoch * epochs if steps_per_epoch else None, unit="batch",
+               disable=not (progress and distributed.is_main()),
                initial=steps_per_epoch * done if steps_per_epoch else 0, dynamic_ncols=True)
     with bar, torch.random.fork_rng(devices=[]):
         for epoch in range(done + 1, epochs + 1):
-            torch.default_generator.manual_seed(_epoch_seed(seed, epoch))
+            torch.default_generator.manual_seed(_epoch_seed(seed, epoch, distributed.rank()))
             if hasattr(getattr(train_loader, "sampler", None), "set_epoch"):
                 train_loader.sampler.set_epoch(epoch)
             bar.set_description(f"epoch {epoch}/{epochs}")
             run.epoch(train_loader, val_loader, bar)
-            if checkpoint is not None:
+            if checkpoint is not None and distributed.is_main():
                 run.save(checkpoint, data_config)
+    distributed.barrier()  # every process returns once the checkpoint holds the last epoch
     return run.history
 
 
@@ -139,6 +151,9 @@ class _Run:
     A binary model (``n_classes`` 1) learns the masks and is validated by the pooled Dice at threshold 0.5; a
     multi-class one learns the labels and is validated by the class Dice of the argmax. Both count pixels in one
     confusion matrix (2 x 2 or K x K), so the two tasks differ only in :meth:`target` and :meth:`predicted`.
+
+    ``net`` is what trains: the model itself, or under torchrun the model in DistributedDataParallel
+    (:func:`unetlab.distributed.wrap`); validation and checkpoints use ``model``.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None, *, device: torch.device,
@@ -147,6 +162,7 @@ class _Run:
                  score: Callable[[nn.Module], float] | None = None) -> None:
         self.model, self.device, self.scheduler, self.epochs, self.score = model, device, scheduler, epochs, score
         self.settings = settings
+        self.net = distributed.wrap(model, device)
         self.in_channels, self.n_classes = _channels(model)
         self.loss_fn = loss_fn or (CEDiceLoss() if self.n_classes > 1 else BCEDiceLoss())
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -180,9 +196,7 @@ class _Run:
         self.history.train_loss.append(train_loss)
         self.history.lr.append(last_lr)
         if val_loader is not None or self.score is not None:
-            val_loss, val_dice = self.validate(val_loader) if val_loader is not None else (None, None)
-            if self.score is not None:
-                val_dice = self.external_score()
+            val_loss, val_dice = distributed.on_main(lambda: self.scores(val_loader))
             if val_loss is not None:
                 self.history.val_loss.append(val_loss)
             self.history.val_dice.append(val_dice)
@@ -192,10 +206,19 @@ class _Run:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.history.seconds.append(time.perf_counter() - start)
 
+    def scores(self, val_loader: Iterable | None) -> tuple[float | None, float]:
+        """(validation loss or None without a val_loader, validation score): the val_loader's Dice, or the
+        ``validate`` callback's score when there is one."""
+        val_loss, val_dice = self.validate(val_loader) if val_loader is not None else (None, None)
+        if self.score is not None:
+            val_dice = self.external_score()
+        return val_loss, val_dice
+
     def train_epoch(self, loader: Iterable, bar: tqdm) -> tuple[float, float]:
         """One pass over ``loader``; returns the mean loss per image and the learning rate of the last step.
 
-        Shows the running loss in ``bar``.
+        Shows the running loss in ``bar``. Under torchrun the mean is over all processes' images, and the
+        processes' BatchNorm statistics are averaged at the end (:func:`unetlab.distributed.average_buffers`).
         """
         self.model.train()
         loss_sum, n, lr = 0.0, 0, math.nan
@@ -203,7 +226,7 @@ class _Run:
             images, target = self.target(batch, "train_loader")
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast:
-                logits = self.model(images)
+                logits = self.net(images)
             loss = self.loss_fn(logits.float(), target)
             if not math.isfinite(loss.item()):
                 raise ValueError(f"training diverged in epoch {self.history.epochs + 1}, batch {step}: the loss is "
@@ -222,6 +245,8 @@ class _Run:
             bar.set_postfix(self.status, refresh=False)
         if n == 0:
             raise ValueError("train_loader yielded no batches in this epoch")
+        distributed.average_buffers(self.model)
+        loss_sum, n = distributed.all_sum(loss_sum, n)
         return loss_sum / n, lr
 
     @torch.no_grad()
@@ -336,7 +361,8 @@ def _run_settings(lr: float, seed: int, loader: Iterable, steps_per_epoch: int |
     """The plain settings of a run that a resume must share: lr, seed, and what the loader tells of itself."""
     dataset = getattr(loader, "dataset", None)
     batch_size = getattr(loader, "batch_size", None)
-    return {"lr": float(lr), "seed": int(seed), "batch_size": batch_size if is_int(batch_size) else None,
+    batch_size = batch_size * distributed.world_size() if is_int(batch_size) else None  # the total of one step
+    return {"lr": float(lr), "seed": int(seed), "batch_size": batch_size,
             "n_train": len(dataset) if hasattr(dataset, "__len__") else None, "steps_per_epoch": steps_per_epoch}
 
 
@@ -397,6 +423,7 @@ def _check_loader(loader: Iterable, name: str, in_channels: int | None, n_classe
     return length
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A seed for epoch ``epoch`` of run ``seed``; different (seed, epoch) pairs give independent streams."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A seed for epoch ``epoch`` of run ``seed`` in process ``rank``; different (seed, epoch, rank) give
+    independent streams, and rank 0 the one a single process uses."""
+    return int(np.random.SeedSequence([seed, epoch, rank] if rank else [seed, epoch]).generate_state(1)[0])

@@ -163,6 +163,15 @@ def test_cache_rows_are_dropped_when_the_starting_weights_change(tmp_path):
     assert not any("reused" in m for m in logged) and logged[0] == "split 0, synthetic|k=2: 2 labelled image(s)"
 
 
+def test_good_parts_are_the_images_of_defect_free_classes_not_missed_labels():
+    real = _fake_real(8)
+    real.masks[0] = np.zeros_like(real.masks[0])  # a 'Dark' image whose label was missed
+    assert real.good_parts() == [3, 7]
+    assert real.good_parts([7, 0, 1]) == [7]
+    real.masks[3][0, 0] = True  # one labelled pixel: 'Free' is no longer a class of good parts
+    assert real.good_parts() == []
+
+
 def test_the_pretrained_start_of_a_split_paints_on_its_defect_free_pool_images_and_is_reused(tmp_path):
     from unetlab import PretrainConfig, load_checkpoint
     from unetlab.sim2real import pretrained_for_split
@@ -172,7 +181,7 @@ def test_the_pretrained_start_of_a_split_paints_on_its_defect_free_pool_images_a
     logged = []
     path = pretrained_for_split(real, 0, tmp_path, cfg, device="cpu", progress=False, log=logged.append)
     info = load_checkpoint(path)[1]
-    free_in_pool = sum(1 for i in real_splits(real.classes, seed=0)[0] if not real.masks[i].any())
+    free_in_pool = sum(1 for i in real_splits(real.classes, seed=0)[0] if real.classes[i] == "Free")
     assert info["data_config"]["backgrounds"] == free_in_pool > 0 and info["threshold"] is not None
     stamp = path.stat().st_mtime_ns
     assert pretrained_for_split(real, 0, tmp_path, cfg, device="cpu", progress=False, log=logged.append) == path

@@ -240,6 +240,14 @@ class RealSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def good_parts(self, indices: Sequence[int] | None = None) -> list[int]:
+        """The indices (among ``indices``, default all) of the images of a defect-free class: a class none of
+        whose images has a defect pixel (the folder of good parts, e.g. "Free"). An image of a defect class whose
+        mask happens to be empty (a missed label: the magnetic tiles have two such "Uneven" ones) is not a good
+        part and stays out."""
+        free = {c for c in self.classes} - {c for c, m in zip(self.classes, self.masks) if m.any()}
+        return [int(i) for i in (range(len(self)) if indices is None else indices) if self.classes[i] in free]
+
     def subset(self, indices: Sequence[int]) -> RealSet:
         """The images at ``indices``, in that order."""
         indices = [int(i) for i in indices]

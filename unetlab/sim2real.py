@@ -45,8 +45,8 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
                          config: PretrainConfig = PretrainConfig(), *, backgrounds: bool = True,
                          device: str | torch.device | None = None, progress: bool = True,
                          log: Callable[[str], None] = print) -> Path:
-    """The synthetic start of split ``split``: :func:`unetlab.pretrain` painted on the defect-free images of
-    the split's pool (zero labels: only "this part is good"), or on procedural surfaces when
+    """The synthetic start of split ``split``: :func:`unetlab.pretrain` painted on the good parts of the split's
+    pool (:meth:`RealSet.good_parts`; zero labels: only "this part is good"), or on procedural surfaces when
     ``backgrounds=False``, saved as ``folder/pretrained.pt``.
 
     An existing file made by the same recipe and split is reused (its ``data_config`` records both), so a second
@@ -58,7 +58,7 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
         log(f"split {split}: reusing the pretrained start {path}")
         return path
     pool, _ = real_splits(real.classes, seed=split)
-    bank = Backgrounds([real.images[i] for i in pool if not real.masks[i].any()]) if backgrounds else None
+    bank = Backgrounds([real.images[i] for i in real.good_parts(pool)]) if backgrounds else None
     log(f"split {split}: pretraining on synthetic defects painted on "
         + (f"the pool's {len(bank)} defect-free images" if bank is not None else "procedural surfaces"))
     result = pretrain(config, bank, seed=split, device=device, progress=progress, log=log)

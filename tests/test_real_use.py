@@ -66,6 +66,30 @@ def test_finetune_holds_out_images_keeps_the_best_step_and_is_reproducible(label
     assert not a.model.training
 
 
+def test_a_pretrained_start_is_validated_at_step_0_and_kept_when_no_step_beats_it(labelled, monkeypatch):
+    import sys
+
+    from unetlab.history import History
+
+    finetune_module = sys.modules["unetlab.finetune"]  # the package's `finetune` is the function
+    data = RealSet.load(labelled, progress=False)
+    start = finetune(None, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None).model
+    kept = {k: v.clone() for k, v in start.state_dict().items()}
+
+    def ruinous_fit(model, loader, val, *, validate, **kwargs):  # training that only makes things worse
+        with torch.no_grad():
+            model.head.bias.fill_(-30.0)  # predicts no defect anywhere: class Dice 0
+        validate(model)
+        return History()
+
+    monkeypatch.setattr(finetune_module, "fit", ruinous_fit)
+    result = finetune(start, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None)
+    assert [e["step"] for e in result.evals] == [0, 2] and result.evals[1]["val_class_dice"] == 0
+    assert result.best_step == 0
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, kept[name])
+
+
 def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
     cfg = FinetuneConfig()
     assert cfg.steps_for(5) == cfg.min_steps and cfg.steps_for(10_000) == cfg.max_steps

@@ -14,7 +14,8 @@ images; README, "Sim to real"):
 - a **number of steps that follows the data**: ``steps_per_image`` per training image, between ``min_steps``
   and ``max_steps``, validated ``evals`` times along the way;
 - score each validation pass by the **class Dice** (:func:`unetlab.metrics.class_dice`: every defect class
-  counts the same) at the best of a sweep of thresholds, and keep the best weights; their threshold is then
+  counts the same) at the best of a sweep of thresholds, and keep the best weights (a pretrained start is
+  validated before the first step too, and kept when no step beats it); their threshold is then
   chosen again for predictions averaged over the four flips (:func:`unetlab.predict` with ``flips=True``),
   which is how the real-use paths predict.
 
@@ -116,7 +117,8 @@ class FinetuneResult:
         model: the binary UNet with the best weights, in eval mode.
         threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
         val_score: the held-out class Dice at that threshold.
-        best_step: the optimiser step of those weights; ``steps`` the planned total.
+        best_step: the optimiser step of those weights (0: no step beat the pretrained start, which is kept);
+            ``steps`` the planned total.
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
         history: the :class:`unetlab.History` of :func:`unetlab.fit` (``val_dice`` holds the class Dice).
         train_stems, val_stems: which images trained and which validated.
@@ -193,6 +195,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         raise ValueError(f"finetune needs at least 2 labelled images (one is held out to validate); got {len(data)}")
     if not isinstance(config, FinetuneConfig):
         raise ValueError(f"finetune expects a FinetuneConfig; got {type(config).__name__}")
+    pretrained = model is not None
     if model is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -216,20 +219,31 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose the step and threshold): {steps} steps "
         f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations")
 
-    start, record, best = time.perf_counter(), [], {}
+    begin = start = time.perf_counter()
+    record, best = [], {}
+
+    def keep_if_best(net: nn.Module, step: int) -> float:
+        """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
+        probs = [predict(net, image, device=device) for image in val.images]
+        threshold, value = best_threshold(probs, val)
+        record.append({"step": step, "val_class_dice": value, "threshold": threshold})
+        if not best or value > best["score"]:
+            best.update(score=value, threshold=threshold, step=step,
+                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
+        return value if not np.isnan(value) else 0.0
+
+    if pretrained:  # step 0 is a candidate too: on few labels, training can make a good start worse
+        distributed.on_main(lambda: keep_if_best(model, 0))
+        start = time.perf_counter()
 
     def validate(net: nn.Module) -> float:
-        probs = [predict(net, image, device=device) for image in val.images]
-        threshold, score = best_threshold(probs, val)
-        record.append({"step": per_eval * (len(record) + 1), "val_class_dice": score, "threshold": threshold})
-        if not best or score > best["score"]:
-            best.update(score=score, threshold=threshold, step=record[-1]["step"],
-                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
-        if len(record) == 1:
+        evals_done = len(record) - pretrained
+        value = keep_if_best(net, per_eval * (evals_done + 1))
+        if evals_done == 0:
             left = (time.perf_counter() - start) * (config.evals - 1)
             log(f"first {per_eval} steps and a validation took {time.perf_counter() - start:.0f} s: about "
                 f"{left / 60:.1f} min to go")
-        return score if not np.isnan(score) else 0.0
+        return value
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
@@ -243,4 +257,4 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         [predict(model, image, device=device, flips=True) for image in val.images], val))
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
-                          val_stems=val.stems, seconds=time.perf_counter() - start)
+                          val_stems=val.stems, seconds=time.perf_counter() - begin)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import unetlab.widgets as widgets_module  # noqa: E402
-from unetlab.synth import CLASS_NAMES, DefectConfig, make_sample  # noqa: E402
+from unetlab.synth import CLASS_NAMES, Backgrounds, DefectConfig, make_sample  # noqa: E402
 from unetlab.viz import CLASS_COLORS, label_overlay, show_samples  # noqa: E402
 from unetlab.widgets import PANEL_PX, SEED_RANGE, defect_playground, render_preview  # noqa: E402
 
@@ -173,7 +173,7 @@ def test_an_update_draws_one_sample_once(monkeypatch):
     pg = defect_playground()
     drawn = []
     monkeypatch.setattr(widgets_module, "make_sample",
-                        lambda cfg, seed: drawn.append(seed) or make_sample(cfg, seed))
+                        lambda cfg, seed, **kw: drawn.append(seed) or make_sample(cfg, seed, **kw))
     for seed in range(1, 6):
         pg.controls["seed"].value = seed
     pg.controls["brightness"].value = (90.0, 90.0)
@@ -186,6 +186,24 @@ def test_render_preview_is_pure():
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     assert a.overlay.shape == (64, 64, 3) and a.labels.any()
+
+
+def test_the_playground_paints_on_your_own_backgrounds():
+    rng = np.random.default_rng(0)
+    bank = Backgrounds([np.full((90, 120), 0.3, np.float32) + 0.05 * rng.random((90, 120), np.float32)])
+    cfg = DefectConfig(size=64, defect_free=0.0)
+    playground = defect_playground(cfg, seed=3, backgrounds=bank)
+    expected = make_sample(cfg, 3, backgrounds=bank)
+    np.testing.assert_array_equal(playground.last.image, expected[0])
+    np.testing.assert_array_equal(playground.last.labels, expected[1])
+    assert not np.array_equal(playground.last.image, make_sample(cfg, 3)[0])  # not the procedural surface
+    assert "your 1 background image" in playground.status.value
+    before = playground.last.image
+    shift = playground.controls["background_shift"]
+    shift.value = (shift.max, shift.max)
+    assert not np.array_equal(playground.last.image, before)  # its slider moves the windows' brightness
+    with pytest.raises(ValueError, match="backgrounds=unetlab.Backgrounds .*got list"):
+        defect_playground(backgrounds=[np.zeros((8, 8))])
 
 
 def test_bad_input():

@@ -27,7 +27,7 @@ import numpy as np
 from traitlets import validate
 
 from .checks import is_int
-from .synth import CLASS_NAMES, DefectConfig, make_sample
+from .synth import CLASS_NAMES, Backgrounds, DefectConfig, make_sample
 from .viz import CLASS_COLORS, label_overlay
 
 SEED_RANGE = (0, 999)  # the seed slider's range; any non-negative int works in make_sample itself
@@ -53,9 +53,10 @@ class Preview(NamedTuple):
     overlay: np.ndarray
 
 
-def render_preview(cfg: DefectConfig, seed: int) -> Preview:
-    """The sample for ``(cfg, seed)`` and its overlay: a pure function, what the playground displays."""
-    image, labels = make_sample(cfg, seed)
+def render_preview(cfg: DefectConfig, seed: int, backgrounds: Backgrounds | None = None) -> Preview:
+    """The sample for ``(cfg, seed)`` (painted on ``backgrounds`` when given) and its overlay: a pure function,
+    what the playground displays."""
+    image, labels = make_sample(cfg, seed, backgrounds=backgrounds)
     return Preview(image, labels, label_overlay(image, labels))
 
 
@@ -149,12 +150,14 @@ class DefectPlayground(widgets.VBox):
         panels: the three ``ipywidgets.Image`` panels (image, mask, overlay).
         status: an ``ipywidgets.HTML`` line: the last change drawn, defect pixel shares and render time, or the
             error message.
+        backgrounds: the bank of defect-free images painted on, or ``None`` (procedural surfaces).
         last: the :class:`Preview` shown now (``None`` only if the first render failed).
         renders: how many times the preview has been drawn.
         error: the message of the last rejected configuration, ``""`` when the preview is current.
     """
 
-    def __init__(self, cfg: DefectConfig, seed: int) -> None:
+    def __init__(self, cfg: DefectConfig, seed: int, backgrounds: Backgrounds | None = None) -> None:
+        self.backgrounds = backgrounds
         self.controls: dict[str, widgets.ValueWidget] = {
             f.name: _control(f, getattr(cfg, f.name)) for f in dataclasses.fields(DefectConfig)}
         self.controls["seed"] = widgets.IntSlider(
@@ -202,7 +205,7 @@ class DefectPlayground(widgets.VBox):
         """
         start = time.perf_counter()
         try:
-            preview = render_preview(self.current_config(), self.seed)
+            preview = render_preview(self.current_config(), self.seed, self.backgrounds)
         except ValueError as e:
             self.error = str(e)
             self.status.value = f'<span style="color:#b00020">Not drawn: {html.escape(self.error)}</span>'
@@ -216,6 +219,8 @@ class DefectPlayground(widgets.VBox):
         shares = ", ".join(f"{name} {100 * s:.2f}%" for name, s in zip(CLASS_NAMES[1:], share[1:]))
         side = preview.image.shape[0]
         lead = f"drawn for <b>{html.escape(changed)}</b> &nbsp; " if changed else ""
+        if self.backgrounds is not None:
+            lead += f"on your {len(self.backgrounds)} background image(s) &nbsp; "
         self.status.value = (f"{lead}{side}x{side} px &nbsp; defect pixels: {shares} &nbsp; "
                              f"(drawn in {1000 * (time.perf_counter() - start):.0f} ms)")
 
@@ -232,7 +237,8 @@ def _shown(control: widgets.ValueWidget) -> str:
     return " – ".join(format(v, fmt) for v in values)
 
 
-def defect_playground(cfg: DefectConfig | None = None, seed: int = 0) -> DefectPlayground:
+def defect_playground(cfg: DefectConfig | None = None, seed: int = 0,
+                      backgrounds: Backgrounds | None = None) -> DefectPlayground:
     """A widget with a control for every DefectConfig knob (plus the seed) and a live image | mask | overlay view.
 
     Display it as the last expression of a notebook cell. Every change re-renders the preview (a 256x256 sample
@@ -241,6 +247,9 @@ def defect_playground(cfg: DefectConfig | None = None, seed: int = 0) -> DefectP
     Args:
         cfg: the starting knobs; ``None`` means ``DefectConfig()``.
         seed: the starting seed, in ``SEED_RANGE``.
+        backgrounds: paint on windows of your own defect-free images (:class:`unetlab.Backgrounds`, e.g. from
+            :func:`unetlab.load_backgrounds`) instead of procedural surfaces; the surface sliders then do nothing
+            and ``background_gain`` / ``background_shift`` vary the windows.
 
     Returns:
         A :class:`DefectPlayground` (an ``ipywidgets.VBox``); ``.current_config()`` gives the config to reuse,
@@ -253,4 +262,7 @@ def defect_playground(cfg: DefectConfig | None = None, seed: int = 0) -> DefectP
     lo, hi = SEED_RANGE
     if not is_int(seed) or not lo <= seed <= hi:
         raise ValueError(f"defect_playground expects an int seed in [{lo}, {hi}]; got {seed!r}")
-    return DefectPlayground(cfg, int(seed))
+    if backgrounds is not None and not isinstance(backgrounds, Backgrounds):
+        raise ValueError(f"defect_playground expects backgrounds=unetlab.Backgrounds (e.g. "
+                         f"unetlab.load_backgrounds(folder)) or None; got {type(backgrounds).__name__}")
+    return DefectPlayground(cfg, int(seed), backgrounds)

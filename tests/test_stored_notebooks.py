@@ -10,7 +10,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tools.store_notebooks import KERNELSPEC, WIDGET_VIEW, store
+from tools.store_notebooks import KERNELSPEC, REAL_PIXELS_NOTE, WIDGET_VIEW, store
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -26,6 +26,20 @@ def test_chapters_are_stored_for_readers_without_a_kernel(path):
             text = "".join(out.get("data", {}).get("text/plain", "")) + "".join(out.get("text", ""))
             assert WIDGET_VIEW not in out.get("data", {})
             assert " 0%|" not in text and "Image(value=b'" not in text
+            if "real-pixels" in cell["metadata"].get("tags", []):
+                assert out["output_type"] == "stream"  # no real defect image leaves the machine it was run on
+
+
+def test_cells_tagged_real_pixels_keep_their_text_but_no_picture():
+    cell = new_code_cell("show_real_predictions(...)", metadata={"tags": ["real-pixels"]})
+    cell.outputs = [{"output_type": "stream", "name": "stdout", "text": ["20 backgrounds\n"]},
+                    {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR", "text/plain": "F"}}]
+    untagged = new_code_cell("plt.show()")
+    untagged.outputs = copy.deepcopy(cell.outputs)
+    stored = store(json.loads(json.dumps(new_notebook(cells=[cell, untagged]))))
+    assert stored["cells"][0]["outputs"] == [cell.outputs[0], REAL_PIXELS_NOTE]
+    assert stored["cells"][1]["outputs"] == untagged.outputs
+    assert store(copy.deepcopy(stored)) == stored
 
 
 def test_store_turns_live_widgets_into_text_and_pictures():

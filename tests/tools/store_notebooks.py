@@ -12,6 +12,9 @@ included. This script rewrites each widget output from the stored final state:
   panel it showed as a static picture;
 - any other widget keeps its text line;
 
+- a cell tagged ``real-pixels`` (it shows real defect images, whose terms forbid redistribution) keeps its
+  printed text but loses every picture, replaced by one line saying so;
+
 then drops the widget state and stores the kernelspec JupyterLab writes on open (``Python 3 (ipykernel)``), so
 that opening a chapter does not mark it modified. Re-running a cell brings its live widget back. Only the
 standard library is used; notebooks are written exactly as nbformat writes them.
@@ -29,6 +32,8 @@ from pathlib import Path
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+REAL_PIXELS_NOTE = {"output_type": "stream", "name": "stdout",
+                    "text": ["(pictures of real images are not stored: run the chapter with the data to see them)\n"]}
 BAR_WIDTH = 10  # characters of tqdm's text bar in a notebook
 
 
@@ -88,6 +93,9 @@ def store(nb: dict) -> dict:
             if picture:
                 fallback["image/png"] = picture
             outputs.append({**out, "data": fallback})
+        if "real-pixels" in cell.get("metadata", {}).get("tags", []):
+            text = [out for out in outputs if out["output_type"] == "stream" and out != REAL_PIXELS_NOTE]
+            outputs = text + [REAL_PIXELS_NOTE] if len(text) < len(outputs) else text
         if "outputs" in cell:
             cell["outputs"] = outputs
     nb["metadata"].pop("widgets", None)

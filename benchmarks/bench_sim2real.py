@@ -66,8 +66,8 @@ def main() -> int:
     begin = time.perf_counter()
     real = RealSet.load(root, progress=False)
     ks = [None if k == "all" else int(k) for k in args.ks]
-    plan = ([Experiment("synthetic", k) for k in ks] + [Experiment("fresh", k) for k in ks if k]
-            + [Experiment("baseline", k) for k in ks if k])
+    plan = ([Experiment("synthetic", k) for k in ks] + [Experiment("fresh", k) for k in ks if k != 0]
+            + [Experiment("baseline", k) for k in ks if k != 0])
     rows = []
     for split in args.splits:
         folder = Path(args.cache) / f"split{split}"

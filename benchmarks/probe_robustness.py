@@ -697,8 +697,8 @@ def cli_disk_full_while_writing_figures(tmp):
 
 @case
 def results_json_with_nan(tmp):
-    import unetlab.cli
-    unetlab.cli._write_json(tmp / "r.json", {"mean_dice": float("nan"), "dice": {"crack": float("inf")}})
+    from unetlab.io import write_json  # what every command writes its JSON with
+    write_json(tmp / "r.json", {"mean_dice": float("nan"), "dice": {"crack": float("inf")}})
     text = (tmp / "r.json").read_text()
     if "NaN" in text or "Infinity" in text:
         return "silently wrong", "bare NaN/Infinity in JSON"

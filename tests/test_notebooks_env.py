@@ -44,10 +44,11 @@ def test_notebook_conventions(path):
     colab, setup = (nb.cells[i].source for i in code[:2])
     # First code cell: the Colab set-up, a no-op anywhere else.
     assert 'if "google.colab" in sys.modules:' in colab and "pip install" in colab
-    # Second code cell, under a "Setup" heading: reads the run sizes (quick mode in CI).
+    # Second code cell, under a "Setup" heading: reads quick mode (CI), through the run sizes or, for a chapter
+    # whose sizes are recipe settings rather than RunSizes (06: FinetuneConfig, PretrainConfig), unetlab.is_quick().
     heading = nb.cells[code[1] - 1]
     assert heading.cell_type == "markdown" and re.search(r"^#+ Setup\b", heading.source, re.M)
-    assert re.search(r"run_sizes\((\"multiclass\")?\)", setup)
+    assert re.search(r"run_sizes\((\"multiclass\")?\)|unetlab\.is_quick\(\)", setup)
 
     for i in code:
         cell = nb.cells[i]

@@ -236,10 +236,10 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         distributed.on_main(lambda: keep_if_best(model, 0))
         start = time.perf_counter()
 
-    def validate(net: nn.Module) -> float:
-        evals_done = len(record) - pretrained
-        value = keep_if_best(net, per_eval * (evals_done + 1))
-        if evals_done == 0:
+    def validate(net: nn.Module) -> float:  # fit calls it after every per_eval steps
+        step = (record[-1]["step"] if record else 0) + per_eval
+        value = keep_if_best(net, step)
+        if step == per_eval:
             left = (time.perf_counter() - start) * (config.evals - 1)
             log(f"first {per_eval} steps and a validation took {time.perf_counter() - start:.0f} s: about "
                 f"{left / 60:.1f} min to go")

@@ -401,3 +401,21 @@ def test_resume_refuses_other_settings_than_the_run_was_trained_with(tmp_path, c
     # The same settings resume, and data_config=None keeps the recorded one.
     fit(tiny_unet(), loader(), epochs=2, checkpoint=path, resume=True, **FAST)
     assert load_checkpoint(path)[1]["data_config"] == {"size": 32, "surface": "woven"}
+
+
+def test_fit_leaves_batchnorm_statistics_of_the_final_weights():
+    """After an epoch, every BatchNorm's running mean and variance are those of the last training batches under
+    the final weights (not the lagging exponential average of earlier weights), so evaluation scores what the
+    weights can do. The first BatchNorm follows the first convolution, so its statistics can be computed here."""
+    model = tiny_unet()
+    batches = [(x, y) for x, y in loader(n=48)]  # 12 batches: the last RECALIBRATION_BATCHES of them count
+    fit(model, batches, epochs=1, amp="off", **{**FAST, "lr": 3e-2})
+    conv, norm = model.encoder[0][0], model.encoder[0][1]
+    with torch.no_grad():
+        outputs = [conv(x.contiguous(memory_format=torch.channels_last)) for x, _ in batches[-8:]]
+    assert unetlab.train.RECALIBRATION_BATCHES == 8
+    mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
+    var = torch.stack([o.var(dim=(0, 2, 3), unbiased=True) for o in outputs]).mean(0)
+    torch.testing.assert_close(norm.running_mean, mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(norm.running_var, var, rtol=1e-4, atol=1e-5)
+    assert norm.momentum == 0.1  # the layer's own setting is given back

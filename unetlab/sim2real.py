@@ -39,6 +39,9 @@ from .real import RealSet, real_splits
 from .synth import Backgrounds
 
 FRESH, BASELINE = "fresh", "baseline"
+# Part of every cache key beside the recipe's settings: raise it when the code changes what the same settings
+# produce (2: fit re-estimates BatchNorm statistics every epoch), so that no cached result of older code is reused.
+REVISION = 2
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
@@ -53,7 +56,8 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
     call costs nothing; another recipe trains again. Returns the checkpoint path.
     """
     path = Path(folder) / "pretrained.pt"
-    recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split, "backgrounds": backgrounds}))
+    recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split, "backgrounds": backgrounds,
+                                    "revision": REVISION}))
     if path.is_file() and (load_checkpoint(path)[1]["data_config"] or {}).get("recipe") == recipe:
         log(f"split {split}: reusing the pretrained start {path}")
         return path
@@ -126,7 +130,7 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
             lowest = "2" if e.start == FRESH else "1" if e.start == BASELINE else "0 (zero-shot) or 2"
             raise ValueError(f"experiment {e.key}: k must be None (the whole pool) or from {lowest} to {len(pool)}")
     settings = json.loads(json.dumps({"config": dataclasses.asdict(config), "split": split, "pool": pool,
-                                      "test": test}))
+                                      "test": test, "revision": REVISION}))
     fingerprints = {name: _fingerprint(path) for name, path in starts.items()}
     done = _read_cache(cache, settings, fingerprints)
     reused = [e.key for e in plan if e.key in done]

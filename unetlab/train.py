@@ -1,8 +1,8 @@
 """Training: ``fit`` a model and return its :class:`History`.
 
 The loop is the textbook one (Adam, BCE + Dice loss, one validation pass per epoch) with the few things a real
-run needs: mixed precision on CUDA, a progress bar, the best epoch saved to disk after every epoch, and resuming
-after a crash. The checkpoint format is :mod:`unetlab.checkpoint`, the batch contract :mod:`unetlab.batches`,
+run needs: mixed precision, a progress bar, BatchNorm statistics that match the weights they are saved with, the
+best epoch saved to disk after every epoch, and resuming after a crash. The checkpoint format is :mod:`unetlab.checkpoint`, the batch contract :mod:`unetlab.batches`,
 the device and precision choices :mod:`unetlab.device`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -31,6 +32,8 @@ from .losses import BCEDiceLoss, CEDiceLoss
 from .metrics import class_dice, confusion_matrix, counts_from_confusion, pooled_from_counts
 
 SCHEDULERS = (None, "onecycle", "cosine")
+# BatchNorm's running statistics are re-estimated from the last batches of every epoch (see _recalibrate_batchnorm).
+RECALIBRATION_BATCHES = 8
 
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None, *, epochs: int = 10,
@@ -217,13 +220,16 @@ class _Run:
     def train_epoch(self, loader: Iterable, bar: tqdm) -> tuple[float, float]:
         """One pass over ``loader``; returns the mean loss per image and the learning rate of the last step.
 
-        Shows the running loss in ``bar``. Under torchrun the mean is over all processes' images, and the
-        processes' BatchNorm statistics are averaged at the end (:func:`unetlab.distributed.average_buffers`).
+        Shows the running loss in ``bar``. At the end, BatchNorm's running statistics are re-estimated with the
+        final weights (:func:`_recalibrate_batchnorm`). Under torchrun the mean is over all processes' images, and
+        the processes' BatchNorm statistics are then averaged (:func:`unetlab.distributed.average_buffers`).
         """
         self.model.train()
         loss_sum, n, lr = 0.0, 0, math.nan
+        recent: deque[Tensor] = deque(maxlen=RECALIBRATION_BATCHES)  # the epoch's last images, for BatchNorm
         for step, batch in enumerate(loader, 1):
             images, target = self.target(batch, "train_loader")
+            recent.append(images)
             self.optimizer.zero_grad(set_to_none=True)
             with self.autocast:
                 logits = self.net(images)
@@ -245,6 +251,7 @@ class _Run:
             bar.set_postfix(self.status, refresh=False)
         if n == 0:
             raise ValueError("train_loader yielded no batches in this epoch")
+        _recalibrate_batchnorm(self.model, recent)
         distributed.average_buffers(self.model)
         loss_sum, n = distributed.all_sum(loss_sum, n)
         return loss_sum / n, lr
@@ -323,6 +330,35 @@ class _Run:
                              f"{'with' if self.history.val_dice else 'without'} a val_loader; resume the same way")
         self.best_state = payload["model_state"] if self.history.val_dice else None
         return payload["data_config"]
+
+
+@torch.no_grad()
+def _recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> None:
+    """Replace the running mean and variance of every BatchNorm layer of ``model`` by their average over
+    ``batches`` ((B, C, H, W) training images), computed with the model's current weights, in float32 as
+    evaluation runs.
+
+    Why: evaluation normalises with the running statistics, an exponential average over the last ~10 batches
+    of *earlier* weights. While the weights move fast (the peak of a one-cycle schedule, lr 3e-3), those statistics
+    lag behind them and the model scores far below what its weights can do. Measured on the demo's 128 px windows
+    (2-core CPU; README, "Measured results"): validation Dice 0.08 at epoch 3 and 0.41 at epoch 4 with the running
+    statistics, 0.28 and 0.73 with statistics re-estimated from 20 training batches; at the end of the run
+    both agree (0.89). The cost is ``len(batches)`` forward passes per epoch, no gradients.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    batches = list(batches)
+    if not norms or not batches:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    try:
+        for images in batches:
+            model(images)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 def _channels(model: nn.Module) -> tuple[int | None, int]:

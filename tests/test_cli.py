@@ -87,7 +87,7 @@ def test_run_sizes_come_from_config_and_the_log_names_quick_runs_with_overrides(
     assert _sizes(parse(["train", "--task", "multiclass", "--quick"]))[0] == QUICK_MULTICLASS
     monkeypatch.setenv("UNETLAB_QUICK", "1")
     sizes, label = _sizes(parse(["train", "--n-train", "4", "--crop", "0"]))
-    assert sizes == dataclasses.replace(QUICK, n_train=4) and label == "quick sizes, --n-train 4, --crop 0"
+    assert sizes == dataclasses.replace(QUICK, n_train=4, crop=None) and label == "quick sizes, --n-train 4, --crop 0"
 
 
 def test_the_allocator_setting_is_explicit_said_and_can_be_refused(monkeypatch, capsys):

@@ -82,7 +82,7 @@ def _train(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig, checkpo
     multiclass = getattr(args, "task", "binary") == "multiclass"
     if multiclass and getattr(args, "data", None):
         raise SystemExit("error: --task multiclass trains on synthetic data only (a folder has no class labels)")
-    if sizes.crop is not None and getattr(args, "data", None):
+    if getattr(args, "crop", None) and getattr(args, "data", None):  # the default windows do not apply to a folder
         raise SystemExit("error: --crop windows synthetic images only; a --data folder trains on whole images")
     loaders = make_loaders(cfg, sizes, args.seed, num_workers=args.workers)
     if getattr(args, "data", None):
@@ -327,13 +327,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")
     p.add_argument("--n-train", type=int, default=None,
-                   help=f"training images (default {FULL.n_train}; {MULTICLASS.n_train} with --task multiclass)")
+                   help=f"training images (windows with --crop) per epoch (default {FULL.n_train}; "
+                        f"{MULTICLASS.n_train} with --task multiclass)")
     p.add_argument("--n-val", type=int, default=None, help=f"validation images (default {FULL.n_val})")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default {DEMO_LR:g}; {MULTICLASS_LR:g} with --task multiclass)")
     p.add_argument("--crop", type=int, default=None,
-                   help=f"train on N x N windows, mostly over defects (default: whole images; {MULTICLASS.crop} with "
-                        "--task multiclass; 0 = whole images)")
+                   help=f"train on N x N windows of synthetic images, mostly over defects (default {FULL.crop}; "
+                        "0 = whole images; a --data folder always trains on whole images)")
     p.add_argument("--schedule", choices=("constant",) + tuple(s for s in SCHEDULERS if s), default=DEMO_SCHEDULE,
                    help=f"learning-rate schedule (default {DEMO_SCHEDULE})")
     p.add_argument("--card", action="store_true",

@@ -10,6 +10,7 @@ Everything is cached under ``--cache`` (delete it to measure again), so a second
 
     python benchmarks/bench_sim2real.py [--data FOLDER] [--splits 0 1 2] [--ks 0 5 10 20 50 all]
                                         [--cache notebooks/runs/06_sim2real] [--figure figures/06_sim2real_curve.png]
+                                        [--cached-only]
 
 About 50 minutes per split on a 2-core CPU with AMX (pretraining ~8 min, each fine-tune <= 5 min).
 """
@@ -56,6 +57,8 @@ def main() -> int:
                         help="labelled images per fine-tune; 'all' is the whole pool")
     parser.add_argument("--cache", default="notebooks/runs/06_sim2real", help="folder of models and scores (per split)")
     parser.add_argument("--figure", default=None, help="also save the curve here (PNG)")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="print what the cache holds, train nothing (missing rows are named)")
     args = parser.parse_args()
 
     root = real_data_root(args.data)
@@ -71,8 +74,12 @@ def main() -> int:
     rows = []
     for split in args.splits:
         folder = Path(args.cache) / f"split{split}"
+        if args.cached_only and not (folder / "pretrained.pt").is_file():
+            print(f"split {split}: no pretrained start in {folder}, skipped")
+            continue
         start = pretrained_for_split(real, split, folder)
-        rows += run_experiments(plan, real, {"synthetic": start}, split=split, cache=folder)
+        rows += run_experiments(plan, real, {"synthetic": start}, split=split, cache=folder,
+                                compute=not args.cached_only)
     pool_size = len(real_splits(real.classes, seed=args.splits[0])[0])
     classes = list(rows[0]["per_class"])
     print(f"\nreal test sets: half of {len(real)} images from {root} per split; pool {pool_size}")

@@ -101,6 +101,13 @@ def test_run_experiments_resumes_from_its_cache(tmp_path):
     again = run_experiments(plan, real, {"synthetic": start}, **{**kwargs, "log": logged.append})
     assert again == json.loads(json.dumps(rows))
     assert len(logged) == 1 and "4 of 4 experiments reused" in logged[0]  # nothing trained, and it says so
+    # compute=False reads what the cache holds and names what it lacks, training nothing.
+    logged.clear()
+    more = plan + [Experiment("fresh", 3)]
+    assert run_experiments(more, real, {"synthetic": start}, compute=False,
+                           **{**kwargs, "log": logged.append}) == again
+    assert "1 experiment(s) not in" in logged[-1] and "fresh|k=3" in logged[-1]
+    assert sorted(p.name for p in cache.iterdir()) == ["fresh_k2.pt", "rows.json", "synthetic_k2.pt"]
     logged.clear()
     run_experiments(plan[1:2], real, {"synthetic": start}, **{**kwargs, "config": TINY.replace(lr=2e-3),
                                                                "log": logged.append})

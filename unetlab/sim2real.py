@@ -93,7 +93,7 @@ class Experiment:
 
 def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str, str | os.PathLike], *,
                     split: int = 0, config: FinetuneConfig = FinetuneConfig(), test: Sequence[int] | None = None,
-                    cache: str | os.PathLike | None = None,
+                    cache: str | os.PathLike | None = None, compute: bool = True,
                     device: str | torch.device | None = None, progress: bool = True,
                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every experiment of ``plan`` on split ``split`` of ``real``; one row of scores each, same order.
@@ -108,6 +108,8 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
             None: the whole test set.
         cache: a folder for the fine-tuned models (``<start>_k<k>.pt``) and ``rows.json``, written as soon as each
             row is done. Rows made with the same recipe, split and starting weights are reused.
+        compute: False returns only the rows the cache already holds (in plan order) and names the missing
+            experiments in the log, instead of training them (e.g. to show a benchmark's results without its hours).
 
     Returns:
         rows of ``start``, ``k``, ``split``, the :func:`unetlab.score_masks` summary (without
@@ -137,6 +139,11 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
     if reused:
         log(f"{len(reused)} of {len(plan)} experiments reused from {cache} (same recipe, split and starting weights; "
             f"delete the folder to measure them again)")
+    if not compute:
+        missing = [e.key for e in plan if e.key not in done]
+        if missing:
+            log(f"split {split}: {len(missing)} experiment(s) not in {cache}, not run: {', '.join(missing)}")
+        return [done[e.key] for e in plan if e.key in done]
     test_set = real.subset(test)
     rows = []
     for e in plan:

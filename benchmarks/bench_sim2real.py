@@ -12,7 +12,9 @@ Everything is cached under ``--cache`` (delete it to measure again), so a second
                                         [--cache notebooks/runs/06_sim2real] [--figure figures/06_sim2real_curve.png]
                                         [--cached-only]
 
-About 50 minutes per split on a 2-core CPU with AMX (pretraining ~8 min, each fine-tune <= 5 min).
+Hours on a 2-core CPU: a pretraining (570 s alone) and 11 fine-tunes per split, each followed by scoring the 151
+test images with flips (measured 2026-12-02 with two splits in parallel, one thread each: 3-5 min a row for
+k <= 20, 10-14 min for the whole pool). ``--cached-only`` prints what the cache holds and trains nothing.
 """
 
 from __future__ import annotations
@@ -41,11 +43,12 @@ def summary(rows: list[dict], classes: list[str], pool_size: int) -> None:
     for start, k in keys:
         group = [r for r in rows if r["start"] == start and r["k"] == k]
         dice = [r["class_dice"] for r in group]
+        by_split = {r["split"]: f"{r['class_dice']:.3f}" for r in group}  # "-" where a split lacks the row
         per_class = [np.mean([r["per_class"].get(c, np.nan) for r in group]) for c in classes]
         alarms = np.nanmean([r["fp_rate_defect_free"] if r["fp_rate_defect_free"] is not None else np.nan
                              for r in group])
         print(f"| {start} | {k if k is not None else f'all ({pool_size})'} | {np.mean(dice):.3f} ± {np.std(dice):.3f} "
-              f"| {' / '.join(f'{d:.3f}' for d in dice)} | " + " | ".join(f"{d:.3f}" for d in per_class)
+              f"| {' / '.join(by_split.get(s, '-') for s in splits)} | " + " | ".join(f"{d:.3f}" for d in per_class)
               + f" | {alarms:.0%} | {np.mean([r['train_seconds'] for r in group]):.0f} |")
 
 

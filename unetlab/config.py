@@ -6,7 +6,6 @@ minutes by setting one environment variable (``UNETLAB_QUICK=1``) instead of edi
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 

@@ -2,8 +2,9 @@
 
 The loop is the textbook one (Adam, BCE + Dice loss, one validation pass per epoch) with the few things a real
 run needs: mixed precision, a progress bar, BatchNorm statistics that match the weights they are saved with, the
-best epoch saved to disk after every epoch, and resuming after a crash. The checkpoint format is :mod:`unetlab.checkpoint`, the batch contract :mod:`unetlab.batches`,
-the device and precision choices :mod:`unetlab.device`.
+best epoch saved to disk after every epoch, and resuming after a crash. The checkpoint format is
+:mod:`unetlab.checkpoint`, the batch contract :mod:`unetlab.batches`, the device and precision choices
+:mod:`unetlab.device`.
 """
 
 from __future__ import annotations

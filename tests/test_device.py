@@ -22,11 +22,11 @@ def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, e
     assert default_device() == torch.device(expected)
 
 
-def test_autocast_is_off_by_default_except_on_cuda_and_amx_cpus(monkeypatch):
+def test_autocast_is_off_by_default_except_on_cuda_and_native_bf16_cpus(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("off", cuda) is None
-    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("off", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA or MPS device"):
@@ -126,8 +126,23 @@ def test_a_device_that_is_not_here_is_one_clear_error(monkeypatch):
         unetlab.predict(unetlab.UNet(base=2), torch.zeros(8, 8), device="cuda")
 
 
-def test_amx_is_read_from_torch_or_from_cpuinfo(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert device.cpu_has_amx() is True
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert device.cpu_has_amx() is False
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, True), (False, True, True),
+                                                         (False, False, False)])
+def test_native_bf16_is_read_from_torch(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert device.cpu_has_native_bf16() is expected
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True),
+                                             ("fpu avx2 avx512f", False)])
+def test_native_bf16_is_read_from_cpuinfo_without_torch_probes(monkeypatch, tmp_path, flags, expected):
+    import builtins
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(info if path == "/proc/cpuinfo" else path,
+                                                                          *a, **k))
+    assert device.cpu_has_native_bf16() is expected

@@ -340,7 +340,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--card", action="store_true",
                    help=f"the product card's settings: Adam at a constant lr {CARD_LR:g} (overrides --lr/--schedule)")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"), default="auto",
-                   help="mixed precision: auto = bf16 on CPUs with AMX and on GPUs that compute it natively, fp16 "
+                   help="mixed precision: auto = bf16 on CPUs and GPUs that compute it natively (AMX, AVX-512 BF16, "
+                        "compute capability >= 8.0), fp16 "
                         "on older GPUs, fp32 elsewhere")
     p.add_argument("--base", type=int, default=16, help="UNet channels at full resolution (default 16)")
     p.add_argument("--depth", type=int, default=None,

@@ -71,8 +71,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         loss_fn: ``loss_fn(logits, target) -> scalar`` where target is the masks (binary) or the labels
             (multi-class); defaults to ``BCEDiceLoss()`` or ``CEDiceLoss()``.
         amp: mixed precision. ``"auto"``: on CUDA bfloat16 where the GPU has it natively (compute capability
-            >= 8.0), else float16 with gradient scaling; bfloat16 on a CPU with AMX; full float32 elsewhere
-            (:func:`unetlab.device.autocast_dtype`); ``"bf16"``: bfloat16 autocast anywhere; ``"fp16"``: float16 with gradient scaling, CUDA or MPS only; ``"off"``: float32.
+            >= 8.0), else float16 with gradient scaling; bfloat16 on a CPU with AMX or AVX-512 BF16; full
+            float32 elsewhere (:func:`unetlab.device.autocast_dtype`); ``"bf16"``: bfloat16 autocast anywhere;
+            ``"fp16"``: float16 with gradient scaling, CUDA or MPS only; ``"off"``: float32.
         channels_last: keep the weights in the channels-last memory format. ``"auto"``: on for CPU and CUDA
             (about 2x faster convolutions on CPU), off on MPS. (On a CPU, :func:`unetlab.keep_freed_memory_for_reuse`
             speeds training up further; it changes the whole process's allocator, so ``fit`` never calls it.)

@@ -1,8 +1,9 @@
 """Which synthetic ingredients help transfer: zero-shot class Dice on real test images of a model pretrained on
 the ``transfer`` preset painted on the pool's defect-free images, and on variants that leave one thing out.
 
-Each variant is one ``unetlab.pretrain`` (about 8 minutes on a 2-core CPU with AMX) and a zero-shot score on the
-split's test set at the threshold the model chose on synthetic samples; no real label is used anywhere.
+Each variant is one ``unetlab.pretrain`` (8-10 minutes on a 2-core CPU with two variants running side by side,
+1 thread each; measured 2026-12-02) and a zero-shot score on the split's test set at the threshold the model
+chose on synthetic samples; no real label is used anywhere.
 Models and scores are cached under ``--cache`` per variant (the ``transfer`` variant is the very start of
 ``bench_sim2real.py``'s split, so the two benchmarks share it), and a second run prints at once.
 

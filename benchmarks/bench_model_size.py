@@ -2,12 +2,12 @@
 the cost of a training step, for ``UNet(depth, base)``.
 
 Two tables. The first (only with real images: ``--data`` or ``$UNETLAB_REAL_DATA``) gives, per class, the size of
-the connected defect regions of the masks: the longer side of each region's bounding box, in px, at the 50th, 90th
-and largest percentile. The second gives, per architecture, the parameters, the receptive field (``unetlab.
-receptive_field``: the widest window of input pixels one output pixel sees) and the time of one training step of
-the fine-tuning recipe (``--batch`` windows of ``--crop`` px, BCE + Dice, Adam; channels-last, with bf16 autocast
-where ``unetlab.device.autocast_dtype`` picks it, as ``fit`` does), best of ``--repeats`` blocks of ``--steps`` steps
-after a warm-up (other processes only ever slow a block down). A region wider than the receptive field is seen
+the connected defect regions of the masks: the longer side of each region's bounding box, in px (median, 90th
+percentile, largest). The second gives, per architecture, the parameters, the receptive field
+(``unetlab.receptive_field``: the widest window of input pixels one output pixel sees) and the time of one
+training step of the fine-tuning recipe (``--batch`` windows of ``--crop`` px, BCE + Dice, Adam; channels-last,
+with bf16 autocast where ``unetlab.device.autocast_dtype`` picks it, as ``fit`` does), timed as ``bench_train.py``
+times: the fastest of ``--repeats`` blocks of ``--steps`` steps after a warm-up. A region wider than the receptive field is seen
 by no output pixel whole: the model must judge it from a part.
 
     .venv/bin/python benchmarks/bench_model_size.py [--data FOLDER] [--crop 128] [--batch 8] [--threads N]
@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import platform
-import time
 
 import cv2
 import numpy as np
@@ -30,6 +29,8 @@ import torch
 from unetlab import (BCEDiceLoss, RealSet, UNet, count_parameters, keep_freed_memory_for_reuse, real_data_root,
                      receptive_field)
 from unetlab.device import autocast_dtype
+
+from bench_train import images_per_second  # the sibling script: the same timing for both benchmarks
 
 
 def region_sizes(real: RealSet) -> dict[str, np.ndarray]:
@@ -41,15 +42,14 @@ def region_sizes(real: RealSet) -> dict[str, np.ndarray]:
     return {name: np.asarray(s) for name, s in sorted(sizes.items()) if s}
 
 
-def step_seconds(depth: int, base: int, args: argparse.Namespace) -> float:
-    """Fastest mean time of one training step over ``args.repeats`` blocks of ``args.steps`` steps."""
+def step_seconds(depth: int, base: int, dtype: torch.dtype | None, args: argparse.Namespace) -> float:
+    """Seconds of one training step of ``UNet(depth, base)`` under autocast to ``dtype`` (None: fp32)."""
     generator = torch.Generator().manual_seed(0)
     shape = (args.batch, 1, args.crop, args.crop)
     x = torch.rand(shape, generator=generator).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(shape, generator=generator) > 0.95).float()
     model = UNet(depth=depth, base=base).to(memory_format=torch.channels_last).train()
     loss_fn, optimizer = BCEDiceLoss(), torch.optim.Adam(model.parameters(), lr=1e-3)
-    dtype = autocast_dtype("auto", torch.device("cpu"))
     autocast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype is not None else contextlib.nullcontext
 
     def step() -> None:
@@ -59,15 +59,7 @@ def step_seconds(depth: int, base: int, args: argparse.Namespace) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    best = float("inf")
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        best = min(best, (time.perf_counter() - start) / args.steps)
-    return best
+    return 1 / images_per_second(step, 1, args, torch.device("cpu"))
 
 
 def main() -> None:
@@ -85,9 +77,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     keep_freed_memory_for_reuse()  # as the command line does on a CPU
+    dtype = autocast_dtype("auto", torch.device("cpu"))
     print(f"{platform.platform()} | {platform.processor() or platform.machine()} | {os.cpu_count()} CPUs | "
           f"torch {torch.__version__} | {torch.get_num_threads()} threads | autocast: "
-          f"{autocast_dtype('auto', torch.device('cpu')) or 'off (fp32)'}\n")
+          f"{dtype or 'off (fp32)'}\n")
 
     root = real_data_root(args.data)
     if root is not None:
@@ -106,7 +99,7 @@ def main() -> None:
         for base in args.bases:
             if args.crop % 2**depth:
                 continue
-            ms = 1000 * step_seconds(depth, base, args)
+            ms = 1000 * step_seconds(depth, base, dtype, args)
             print(f"| {depth} | {base} | {count_parameters(UNet(depth=depth, base=base)):,} | "
                   f"{receptive_field(depth)} | {ms:.0f} |", flush=True)
 

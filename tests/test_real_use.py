@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, RealSet, UNet, best_threshold,
-                     finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, pretrain,
-                     save_checkpoint, write_dataset)
+                     finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, pretrain, save_checkpoint,
+                     write_dataset)
 from unetlab.cli import main
+from unetlab.finetune import image_counts, images_to_be_sure, win_rate
 
 TINY = FinetuneConfig(crop=32, batch_size=2, min_steps=4, max_steps=4, evals=2, depth=2, base=4)
 
@@ -66,14 +67,17 @@ def test_finetune_holds_out_images_keeps_the_best_step_and_is_reproducible(label
     assert not a.model.training
 
 
-def test_a_pretrained_start_is_validated_at_step_0_and_kept_when_no_step_beats_it(labelled, monkeypatch):
+def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights_only_when_clearly_better(
+        labelled, monkeypatch):
     import sys
 
     from unetlab.history import History
 
     finetune_module = sys.modules["unetlab.finetune"]  # the package's `finetune` is the function
     data = RealSet.load(labelled, progress=False)
-    start = finetune(None, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None).model
+    start = UNet(depth=2, base=4)
+    with torch.no_grad():
+        start.head.bias.fill_(30.0)  # calls every pixel a defect: a poor start, but better than finding nothing
     kept = {k: v.clone() for k, v in start.state_dict().items()}
 
     def ruinous_fit(model, loader, val, *, validate, **kwargs):  # training that only makes things worse
@@ -83,17 +87,70 @@ def test_a_pretrained_start_is_validated_at_step_0_and_kept_when_no_step_beats_i
         return History()
 
     monkeypatch.setattr(finetune_module, "fit", ruinous_fit)
-    result = finetune(start, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None)
-    assert [e["step"] for e in result.evals] == [0, 2] and result.evals[1]["val_class_dice"] == 0
-    assert result.best_step == 0
-    for name, value in result.model.state_dict().items():
+
+    def run():
+        model = UNet(depth=2, base=4)
+        model.load_state_dict(kept)
+        # 4 of the 8 images held out: enough for a sure choice at the default confidence (images_to_be_sure)
+        return finetune(model, data, TINY.replace(val_fraction=0.5), seed=1, device="cpu", progress=False,
+                        log=lambda _: None)
+
+    clear = run()  # the start beats the ruined last weights on every held-out image: it is kept
+    assert [e["step"] for e in clear.evals] == [0, 2] and clear.evals[1]["val_class_dice"] == 0
+    assert clear.evals[0]["val_class_dice"] > 0 and clear.best_step == 0
+    for name, value in clear.model.state_dict().items():
         torch.testing.assert_close(value, kept[name])
+    assert len(clear.val_stems) == 4
+    monkeypatch.setattr(finetune_module, "win_rate", lambda *args, **kwargs: 0.5)  # held-out images unsure
+    unsure = run()
+    assert unsure.best_step == 2 and float(unsure.model.head.bias.detach()[0]) == -30.0  # the last weights stay
+    monkeypatch.undo()
+    monkeypatch.setattr(finetune_module, "fit", ruinous_fit)
+    model = UNet(depth=2, base=4)
+    model.load_state_dict(kept)  # with the default fifth held out: 2 images, too few to be sure of anything
+    result = finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None)
+    assert len(result.val_stems) == 2 and result.evals[0]["val_class_dice"] > 0 and result.best_step == 2
+
+
+def test_unanimous_images_are_needed_in_a_number_that_can_reach_the_confidence():
+    assert [images_to_be_sure(c) for c in (0.0, 0.5, 0.75, 0.8, 0.9, 0.95)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="keep_confidence"):
+        FinetuneConfig(keep_confidence=1.0)
+
+
+def test_win_rate_is_sure_only_when_many_images_agree():
+    rng = np.random.default_rng(0)
+
+    def counts(n, hit):  # n images of 100 defect pixels each, `hit` of them found, 10 false alarms
+        return np.stack([hit, np.full(n, 10), 100 - hit], 1)
+
+    many = [c for c in "ABC" for _ in range(10)]
+    good, worse = counts(30, rng.integers(60, 80, 30)), counts(30, rng.integers(40, 60, 30))
+    assert win_rate(good, worse, many) > 0.99 and win_rate(worse, good, many) < 0.01
+    few = ["A", "B"]
+    a, b = counts(2, np.array([90, 20])), counts(2, np.array([50, 50]))  # a is better on average, not on both
+    assert 0.2 < win_rate(a, b, few) < 0.9
+    assert win_rate(a, a, few) == 0  # a tie is not a win
+    assert win_rate(a, b, few, seed=3) == win_rate(a, b, few, seed=3)
+    free = counts(2, np.array([0, 0]))
+    free[:, 2] = 0  # no defect pixel anywhere: nothing to prefer
+    assert win_rate(free, free, few) == 0
+    with pytest.raises(ValueError, match="win_rate"):
+        win_rate(a, b[:1], few)
+
+
+def test_image_counts_are_the_pixels_of_each_image():
+    masks = [np.eye(4, dtype=bool), np.zeros((3, 5), bool)]
+    real = RealSet([np.zeros(m.shape, np.float32) for m in masks], masks, ["x", "Free"], ["a", "b"])
+    probs = [np.where(np.eye(4), 0.9, 0.0) + np.pad(np.full((1, 1), 0.7), ((0, 3), (3, 0))), np.full((3, 5), 0.6)]
+    assert image_counts(probs, real, 0.5).tolist() == [[4, 1, 0], [0, 15, 0]]
+    assert image_counts(probs, real, 0.8).tolist() == [[4, 0, 0], [0, 0, 0]]
 
 
 def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
     cfg = FinetuneConfig()
     assert cfg.steps_for(5) == cfg.min_steps and cfg.steps_for(10_000) == cfg.max_steps
-    assert cfg.steps_for(50) == 50 * cfg.steps_per_image
+    assert cfg.steps_for(100) == 100 * cfg.steps_per_image
     for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5)):
         with pytest.raises(ValueError, match="FinetuneConfig"):
             FinetuneConfig(**bad)

@@ -146,7 +146,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
-    print(f"best step {result.best_step} of {result.steps}: held-out class Dice {result.val_score:.3f} at threshold "
+    print(f"kept step {result.best_step} of {result.steps}: held-out class Dice {result.val_score:.3f} at threshold "
           f"{result.threshold:g} ({result.seconds:.0f} s)")
     print(f"checkpoint: {checkpoint}; record: {out / 'finetune.json'}; curve: {out / 'validation.png'}")
     return 0

@@ -14,10 +14,14 @@ images; README, "Sim to real"):
 - a **number of steps that follows the data**: ``steps_per_image`` per training image, between ``min_steps``
   and ``max_steps``, validated ``evals`` times along the way;
 - score each validation pass by the **class Dice** (:func:`unetlab.metrics.class_dice`: every defect class
-  counts the same) at the best of a sweep of thresholds, and keep the best weights (a pretrained start is
-  validated before the first step too, and kept when no step beats it); their threshold is then
-  chosen again for predictions averaged over the four flips (:func:`unetlab.predict` with ``flips=True``),
-  which is how the real-use paths predict.
+  counts the same) at the best of a sweep of thresholds (a pretrained start is validated before the first step
+  too); keep the **last weights unless the held-out images clearly prefer another step**: the best-scoring step
+  replaces them only when it beats them in ``keep_confidence`` of the bootstrap resamples of the held-out images
+  (:func:`win_rate`), and there are enough of them to be that sure (:func:`images_to_be_sure`). A handful of held-out images cannot tell two steps apart (in a k = 20 magnetic-tile
+  fine-tune, the 6 held-out images preferred the pretrained start, while on the test images the last step was far
+  better: README, "Sim to real"); a few dozen can, and then an overfitted end loses to an earlier step. The kept
+  weights' threshold is then chosen again for predictions averaged over the four flips (:func:`unetlab.predict`
+  with ``flips=True``), which is how the real-use paths predict.
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -26,6 +30,7 @@ defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +71,10 @@ class FinetuneConfig:
         min_steps, max_steps: bounds of the number of steps.
         evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).
         val_fraction: share of each class held out for validation, in (0, 1).
+        keep_confidence: how sure the held-out images must be that the best-scoring step beats the last one
+            before its weights replace the last ones: the share of bootstrap resamples it must win
+            (:func:`win_rate`), among at least :func:`images_to_be_sure` held-out images with a defect, in
+            [0, 1); 0 keeps the best-scoring step (plain early stopping).
         augment: augmentation of each window, or None for plain windows.
         amp: mixed precision for :func:`unetlab.fit` ("auto", "off", "bf16", "fp16").
         depth, base: the architecture of a fresh model (``model=None``).
@@ -76,10 +85,11 @@ class FinetuneConfig:
     lr: float = 1e-3
     defect_share: float = 0.5
     steps_per_image: int = 15
-    min_steps: int = 300
+    min_steps: int = 1000
     max_steps: int = 2000
     evals: int = 10
     val_fraction: float = 0.2
+    keep_confidence: float = 0.9
     augment: AugmentConfig | None = FINETUNE_AUGMENT
     amp: str = "auto"
     depth: int = 4
@@ -97,6 +107,8 @@ class FinetuneConfig:
             raise ValueError(f"FinetuneConfig.defect_share must be in [0, 1]; got {self.defect_share!r}")
         if not (is_real(self.val_fraction) and 0 < self.val_fraction < 1):
             raise ValueError(f"FinetuneConfig.val_fraction must be in (0, 1); got {self.val_fraction!r}")
+        if not (is_real(self.keep_confidence) and 0 <= self.keep_confidence < 1):
+            raise ValueError(f"FinetuneConfig.keep_confidence must be in [0, 1); got {self.keep_confidence!r}")
         if self.augment is not None and not isinstance(self.augment, AugmentConfig):
             raise ValueError(f"FinetuneConfig.augment must be an AugmentConfig or None; got {self.augment!r}")
 
@@ -118,8 +130,8 @@ class FinetuneResult:
         model: the binary UNet with the best weights, in eval mode.
         threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
         val_score: the held-out class Dice at that threshold.
-        best_step: the optimiser step of those weights (0: no step beat the pretrained start, which is kept);
-            ``steps`` the planned total.
+        best_step: the optimiser step of those weights (``steps``: the last ones; 0: the pretrained start, which
+            the held-out images clearly preferred to every step); ``steps`` the planned total.
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
         history: the :class:`unetlab.History` of :func:`unetlab.fit` (``val_dice`` holds the class Dice).
         train_stems, val_stems: which images trained and which validated.
@@ -169,6 +181,59 @@ def best_threshold(probs: Sequence[np.ndarray], real: RealSet,
         return float(thresholds[0]), float("nan")
     j = int(np.nanargmax(scores))
     return float(thresholds[j]), float(scores[j])
+
+
+def image_counts(probs: Sequence[np.ndarray], real: RealSet, threshold: float) -> np.ndarray:
+    """Per-image pixel counts of ``probs > threshold`` against ``real``'s masks: an (N, 3) int64 array of tp, fp
+    and fn, one row per image (probability maps as for :func:`best_threshold`)."""
+    if len(probs) != len(real):
+        raise ValueError(f"image_counts got {len(probs)} probability maps for {len(real)} images")
+    rows = []
+    for prob, mask in zip(probs, real.masks):
+        hit, m = np.asarray(prob, np.float32) > threshold, np.asarray(mask, bool)
+        tp = int((hit & m).sum())
+        rows.append((tp, int(hit.sum()) - tp, int(m.sum()) - tp))
+    return np.array(rows, np.int64).reshape(len(rows), 3)
+
+
+def win_rate(a: np.ndarray, b: np.ndarray, classes: Sequence[str], *, resamples: int = 1000,
+             seed: int = 0) -> float:
+    """How often predictions ``a`` have a higher class Dice than ``b`` on the same images resampled: a paired
+    bootstrap over the images (drawn with replacement, ``resamples`` times, from ``seed``).
+
+    Args:
+        a, b: (N, 3) tp, fp, fn per image (:func:`image_counts`) of two models on the same N images.
+        classes: the N images' classes; class Dice is :func:`unetlab.metrics.class_dice` over them.
+
+    Returns:
+        The share of resamples in which ``a`` scores strictly higher than ``b``, in [0, 1] (ties and resamples
+        without a defect pixel count as not higher). Near 1: the images clearly prefer ``a``; near 0.5 or below:
+        they cannot tell, or prefer ``b``.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.shape != (len(classes), 3):
+        raise ValueError(f"win_rate expects two (N, 3) count arrays for N = {len(classes)} images; "
+                         f"got {a.shape} and {b.shape}")
+    names = sorted(set(classes))
+    onehot = np.eye(len(names))[[names.index(c) for c in classes]]  # (N, C)
+    n = len(classes)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples)  # (B, N)
+
+    def class_dices(counts: np.ndarray) -> np.ndarray:  # (B,) class Dice per resample, 0 without truth pixels
+        tp, fp, fn = (weights @ (onehot * counts[:, j:j + 1]) for j in range(3))  # each (B, C)
+        truth = tp + fn > 0
+        dice = np.where(truth, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        return dice.sum(1) / np.maximum(truth.sum(1), 1)
+
+    return float(np.mean(class_dices(a) > class_dices(b)))
+
+
+def images_to_be_sure(confidence: float) -> int:
+    """The fewest images with a defect that can make a choice ``confidence`` sure: n images that all prefer one
+    model happen by chance (no real difference, each image a coin toss) with probability 0.5**n, so n must reach
+    log(1 - confidence) / log(0.5): 4 images at 0.9. Fewer cannot tell, however they vote (a bootstrap of one
+    image resamples only that image, and would call any difference certain)."""
+    return max(0, math.ceil(math.log(1 - confidence) / math.log(0.5) - 1e-9))
 
 
 def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = FinetuneConfig(), *, seed: int = 0,
@@ -221,17 +286,31 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations")
 
     begin = start = time.perf_counter()
-    record, best = [], {}
+    record, best, last = [], {}, {}
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
         probs = [predict(net, image, device=device) for image in val.images]
         threshold, value = best_threshold(probs, val)
         record.append({"step": step, "val_class_dice": value, "threshold": threshold})
+        last.update(score=value, step=step, counts=image_counts(probs, val, threshold))
         if not best or value > best["score"]:
-            best.update(score=value, threshold=threshold, step=step,
-                        state={k: v.detach().clone() for k, v in net.state_dict().items()})
+            best.update(last, state={k: v.detach().clone() for k, v in net.state_dict().items()})
         return value if not np.isnan(value) else 0.0
+
+    def keep_last_unless_clearly_worse() -> None:
+        """The best-scoring weights replace the last ones only when the held-out images are sure of it."""
+        if best["step"] == last["step"]:
+            return
+        wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
+        with_defect = int(sum(m.any() for m in val.masks))
+        sure = wins >= config.keep_confidence and with_defect >= images_to_be_sure(config.keep_confidence)
+        log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
+            f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
+            + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
+        if not sure:
+            best.clear()
+            best.update(last)  # no "state": the model holds the last weights already
 
     if pretrained:  # step 0 is a candidate too: on few labels, training can make a good start worse
         distributed.on_main(lambda: keep_if_best(model, 0))
@@ -248,6 +327,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
+    distributed.on_main(keep_last_unless_clearly_worse)
     if "state" in best:  # under torchrun only rank 0 validated: it shares the weights and the record it kept
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)

@@ -55,13 +55,13 @@ def test_best_threshold_maximises_the_class_dice():
     assert best_threshold([prob], real, thresholds=(0.1, 0.7)) == (0.1, pytest.approx(8 / 68))
 
 
-def test_finetune_holds_out_images_keeps_the_best_step_and_is_reproducible(labelled):
+def test_finetune_holds_out_images_keeps_the_last_step_when_they_are_few_and_is_reproducible(labelled):
     data = RealSet.load(labelled, progress=False)
     runs = [finetune(None, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None) for _ in range(2)]
     a, b = runs
     assert set(a.val_stems).isdisjoint(a.train_stems) and {s[0] for s in a.val_stems} == {"A", "B"}
-    assert a.steps == 4 and [e["step"] for e in a.evals] == [2, 4] and a.best_step in (2, 4)
-    assert a.val_score == max(e["val_class_dice"] for e in a.evals) and 0 <= a.threshold < 1
+    assert a.steps == 4 and [e["step"] for e in a.evals] == [2, 4]
+    assert a.best_step == 4 and 0 <= a.threshold < 1  # 2 held-out images cannot be sure: fresh weights keep the last
     for pa, pb in zip(a.model.state_dict().values(), b.model.state_dict().values()):
         torch.testing.assert_close(pa, pb)
     assert not a.model.training
@@ -109,7 +109,9 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
     model = UNet(depth=2, base=4)
     model.load_state_dict(kept)  # with the default fifth held out: 2 images, too few to be sure of anything
     result = finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None)
-    assert len(result.val_stems) == 2 and result.evals[0]["val_class_dice"] > 0 and result.best_step == 2
+    assert len(result.val_stems) == 2 and result.best_step == 0  # so the pretrained start stays untouched
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, kept[name])
 
 
 def test_unanimous_images_are_needed_in_a_number_that_can_reach_the_confidence():

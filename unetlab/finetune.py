@@ -17,7 +17,8 @@ images; README, "Sim to real"):
   counts the same) at the best of a sweep of thresholds (a pretrained start is validated before the first step
   too); keep the **last weights unless the held-out images clearly prefer another step**: the best-scoring step
   replaces them only when it beats them in ``keep_confidence`` of the bootstrap resamples of the held-out images
-  (:func:`win_rate`), and there are enough of them to be that sure (:func:`images_to_be_sure`). A handful of held-out images cannot tell two steps apart (in a k = 20 magnetic-tile
+  (:func:`win_rate`), and there are enough of them to be that sure (:func:`images_to_be_sure`; with fewer, a
+  pretrained start is kept untouched: on 4 training images fine-tuning hurt it on 2 of 3 splits). A handful of held-out images cannot tell two steps apart (in a k = 20 magnetic-tile
   fine-tune, the 6 held-out images preferred the pretrained start, while on the test images the last step was far
   better: README, "Sim to real"); a few dozen can, and then an overfitted end loses to an earlier step. The kept
   weights' threshold is then chosen again for predictions averaged over the four flips (:func:`unetlab.predict`
@@ -131,7 +132,7 @@ class FinetuneResult:
         threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
         val_score: the held-out class Dice at that threshold.
         best_step: the optimiser step of those weights (``steps``: the last ones; 0: the pretrained start, which
-            the held-out images clearly preferred to every step); ``steps`` the planned total.
+            the held-out images clearly preferred, or were too few to judge); ``steps`` the planned total.
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
         history: the :class:`unetlab.History` of :func:`unetlab.fit` (``val_dice`` holds the class Dice).
         train_stems, val_stems: which images trained and which validated.
@@ -286,7 +287,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations")
 
     begin = start = time.perf_counter()
-    record, best, last = [], {}, {}
+    record, best, last, begun = [], {}, {}, {}  # begun: the pretrained start's validation and weights
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
@@ -296,21 +297,30 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         last.update(score=value, step=step, counts=image_counts(probs, val, threshold))
         if not best or value > best["score"]:
             best.update(last, state={k: v.detach().clone() for k, v in net.state_dict().items()})
+        if step == 0:
+            begun.update(best)
         return value if not np.isnan(value) else 0.0
 
-    def keep_last_unless_clearly_worse() -> None:
-        """The best-scoring weights replace the last ones only when the held-out images are sure of it."""
-        if best["step"] == last["step"]:
-            return
-        wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
-        with_defect = int(sum(m.any() for m in val.masks))
-        sure = wins >= config.keep_confidence and with_defect >= images_to_be_sure(config.keep_confidence)
-        log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
-            f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
-            + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
-        if not sure:
-            best.clear()
-            best.update(last)  # no "state": the model holds the last weights already
+    def choose_the_kept_weights() -> None:
+        """Set ``best`` to the weights to keep: the last ones unless the held-out images are sure of another."""
+        needed, with_defect = images_to_be_sure(config.keep_confidence), int(sum(m.any() for m in val.masks))
+        if with_defect < needed:  # nothing can be sure: a pretrained start stays, fresh weights keep the last step
+            log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of a choice): "
+                + ("keeping the pretrained start (training on so few images hurt it more often than it helped)"
+                   if begun else "keeping the last weights"))
+            kept = begun or last
+        elif best["step"] == last["step"]:
+            kept = best
+        else:
+            wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
+            sure = wins >= config.keep_confidence
+            log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
+                f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
+                + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
+            kept = best if sure else last  # last has no "state": the model holds the last weights already
+        kept = dict(kept)
+        best.clear()
+        best.update(kept)
 
     if pretrained:  # step 0 is a candidate too: on few labels, training can make a good start worse
         distributed.on_main(lambda: keep_if_best(model, 0))
@@ -327,7 +337,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
-    distributed.on_main(keep_last_unless_clearly_worse)
+    distributed.on_main(choose_the_kept_weights)
     if "state" in best:  # under torchrun only rank 0 validated: it shares the weights and the record it kept
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)

@@ -17,12 +17,13 @@ images; README, "Sim to real"):
   counts the same) at the best of a sweep of thresholds (a pretrained start is validated before the first step
   too); keep the **last weights unless the held-out images clearly prefer another step**: the best-scoring step
   replaces them only when it beats them in ``keep_confidence`` of the bootstrap resamples of the held-out images
-  (:func:`win_rate`), and there are enough of them to be that sure (:func:`images_to_be_sure`; with fewer, a
-  pretrained start is kept untouched: on 4 training images fine-tuning hurt it on 2 of 3 splits). A handful of held-out images cannot tell two steps apart (in a k = 20 magnetic-tile
-  fine-tune, the 6 held-out images preferred the pretrained start, while on the test images the last step was far
-  better: README, "Sim to real"); a few dozen can, and then an overfitted end loses to an earlier step. The kept
-  weights' threshold is then chosen again for predictions averaged over the four flips (:func:`unetlab.predict`
-  with ``flips=True``), which is how the real-use paths predict.
+  (:func:`win_rate`), and only when there are enough of them to be that sure (:func:`images_to_be_sure`). With
+  fewer, a pretrained start is kept untouched (on 4 training images fine-tuning hurt it on 2 of 3 splits).
+  A handful of held-out images cannot tell two steps apart: in a k = 20 magnetic-tile fine-tune the 6 held-out
+  images preferred the pretrained start, while on the test images the last step was far better (README, "Sim to
+  real"). A few dozen can, and then an overfitted end loses to an earlier step. The kept weights' threshold is
+  then chosen again for predictions averaged over the four flips (:func:`unetlab.predict` with ``flips=True``),
+  which is how the real-use paths predict.
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -46,7 +47,7 @@ from .augment import AugmentConfig
 from .checks import is_fraction, is_int, is_real
 from .evaluate import predict
 from .history import History
-from .metrics import class_dice
+from .metrics import class_dice, confusion_counts
 from .model import UNet
 from .real import RandomCrops, RealSet, holdout_split
 from .train import fit
@@ -189,12 +190,10 @@ def image_counts(probs: Sequence[np.ndarray], real: RealSet, threshold: float) -
     and fn, one row per image (probability maps as for :func:`best_threshold`)."""
     if len(probs) != len(real):
         raise ValueError(f"image_counts got {len(probs)} probability maps for {len(real)} images")
-    rows = []
-    for prob, mask in zip(probs, real.masks):
-        hit, m = np.asarray(prob, np.float32) > threshold, np.asarray(mask, bool)
-        tp = int((hit & m).sum())
-        rows.append((tp, int(hit.sum()) - tp, int(m.sum()) - tp))
-    return np.array(rows, np.int64).reshape(len(rows), 3)
+    counts = [torch.stack(confusion_counts(np.asarray(prob, np.float32)[None] > threshold,
+                                           np.asarray(mask, bool)[None])[:3], 1)
+              for prob, mask in zip(probs, real.masks)]  # each (1, 3): tp, fp, fn
+    return torch.cat(counts).numpy() if counts else np.zeros((0, 3), np.int64)
 
 
 def win_rate(a: np.ndarray, b: np.ndarray, classes: Sequence[str], *, resamples: int = 1000,
@@ -221,6 +220,7 @@ def win_rate(a: np.ndarray, b: np.ndarray, classes: Sequence[str], *, resamples:
     weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples)  # (B, N)
 
     def class_dices(counts: np.ndarray) -> np.ndarray:  # (B,) class Dice per resample, 0 without truth pixels
+        # class_dice's formula, for all B resamples at once: per-class sums of the resampled images' counts
         tp, fp, fn = (weights @ (onehot * counts[:, j:j + 1]) for j in range(3))  # each (B, C)
         truth = tp + fn > 0
         dice = np.where(truth, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
@@ -301,26 +301,23 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
             begun.update(best)
         return value if not np.isnan(value) else 0.0
 
-    def choose_the_kept_weights() -> None:
-        """Set ``best`` to the weights to keep: the last ones unless the held-out images are sure of another."""
+    def kept_weights() -> dict:
+        """The validation (and weights, under "state") to keep: the last ones unless the held-out images are sure
+        of another."""
         needed, with_defect = images_to_be_sure(config.keep_confidence), int(sum(m.any() for m in val.masks))
         if with_defect < needed:  # nothing can be sure: a pretrained start stays, fresh weights keep the last step
             log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of a choice): "
                 + ("keeping the pretrained start (training on so few images hurt it more often than it helped)"
                    if begun else "keeping the last weights"))
-            kept = begun or last
-        elif best["step"] == last["step"]:
-            kept = best
-        else:
-            wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
-            sure = wins >= config.keep_confidence
-            log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
-                f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
-                + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
-            kept = best if sure else last  # last has no "state": the model holds the last weights already
-        kept = dict(kept)
-        best.clear()
-        best.update(kept)
+            return begun or last
+        if best["step"] == last["step"]:
+            return best
+        wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
+        sure = wins >= config.keep_confidence
+        log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
+            f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
+            + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
+        return best if sure else last  # last has no "state": the model holds the last weights already
 
     if pretrained:  # step 0 is a candidate too: on few labels, training can make a good start worse
         distributed.on_main(lambda: keep_if_best(model, 0))
@@ -337,7 +334,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
-    distributed.on_main(choose_the_kept_weights)
+    if distributed.is_main():  # under torchrun only rank 0 validated
+        best = kept_weights()
     if "state" in best:  # under torchrun only rank 0 validated: it shares the weights and the record it kept
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)

@@ -13,7 +13,7 @@ from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, 
                      finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, pretrain, save_checkpoint,
                      write_dataset)
 from unetlab.cli import main
-from unetlab.finetune import image_counts, images_to_be_sure, win_rate
+from unetlab.finetune import MixedWindows, image_counts, images_to_be_sure, win_rate
 
 TINY = FinetuneConfig(crop=32, batch_size=2, min_steps=4, max_steps=4, evals=2, depth=2, base=4)
 
@@ -105,11 +105,18 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
     unsure = run()
     assert unsure.best_step == 2 and float(unsure.model.head.bias.detach()[0]) == -30.0  # the last weights stay
     monkeypatch.undo()
-    monkeypatch.setattr(finetune_module, "fit", ruinous_fit)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit was called although no choice could be sure")
+
+    monkeypatch.setattr(finetune_module, "fit", no_fit)
     model = UNet(depth=2, base=4)
     model.load_state_dict(kept)  # with the default fifth held out: 2 images, too few to be sure of anything
-    result = finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=lambda _: None)
-    assert len(result.val_stems) == 2 and result.best_step == 0  # so the pretrained start stays untouched
+    said = []
+    result = finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=said.append)
+    assert len(result.val_stems) == 2 and result.best_step == 0 and result.steps == 0  # the start, untrained
+    assert "without training" in said[0] and result.history.epochs == 0 and len(result.evals) == 1
+    assert result.evals[0]["val_class_dice"] == result.val_score and 0 <= result.threshold < 1
     for name, value in result.model.state_dict().items():
         torch.testing.assert_close(value, kept[name])
 
@@ -201,11 +208,18 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert main(["pretrain", "--backgrounds", str(bg), "--out", str(tmp_path / "pre"), "--quick"]) == 0
     assert main(["finetune", "--data", str(labelled), "--init", str(tmp_path / "pre" / "model.pt"),
                  "--out", str(tmp_path / "ft"), "--quick"]) == 0
+    assert "kept the pretrained start, untrained" in capsys.readouterr().out  # 2 held-out images judge nothing
     record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     model, info = load_checkpoint(tmp_path / "ft" / "model.pt")
     assert info["threshold"] == record["threshold"] and (tmp_path / "ft" / "validation.png").is_file()
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"])
+    assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "fresh"), "--quick",
+                 "--backgrounds", str(bg), "--synthetic-share", "0.25"]) == 0
+    assert "synthetic defects ('transfer' preset) painted on 2 defect-free image(s)" in capsys.readouterr().out
+    fresh = json.loads((tmp_path / "fresh" / "finetune.json").read_text())
+    assert fresh["backgrounds"] == str(bg.resolve()) and fresh["steps"] == 8 and record["backgrounds"] is None
+    assert fresh["config"]["synthetic_share"] == 0.25 and record["config"]["synthetic_share"] == 0
 
     big = tmp_path / "big.png"  # a 16-bit image of another size than the training windows
     cv2.imwrite(str(big), np.full((300, 200), 30000, np.uint16))
@@ -232,3 +246,43 @@ def test_predict_refuses_two_files_with_one_stem_before_any_work(tmp_path):
         main(["predict", "--checkpoint", "nope.pt", "--out", str(tmp_path / "o"), str(tmp_path / "x"),
               str(tmp_path / "y")])
     assert not (tmp_path / "o").exists()
+
+
+def test_synthetic_windows_replace_their_share_of_the_real_ones_by_seed():
+    real = [(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))] * 400
+    painted = [(torch.ones(1, 8, 8), torch.ones(1, 8, 8))] * 400
+    mixed = MixedWindows(real, painted, 0.25, seed=3)
+    share = np.mean([float(mixed[i][0].max()) for i in range(400)])
+    assert 0.18 < share < 0.32  # about a quarter, drawn per item
+    assert [float(mixed[i][0].max()) for i in range(50)] == [float(mixed[i][0].max()) for i in range(50)]
+    assert [float(mixed[i][0].max()) for i in range(50)] != [
+        float(MixedWindows(real, painted, 0.25, seed=4)[i][0].max()) for i in range(50)]
+    assert all(MixedWindows(real, painted, 0.0, seed=3)[i][0].max() == 0 for i in range(50))
+    assert all(MixedWindows(real, painted, 1.0, seed=3)[i][0].max() == 1 for i in range(50))
+    with pytest.raises(ValueError, match="one length"):
+        MixedWindows(real, painted[:3], 0.5, seed=0)
+
+
+def test_finetune_paints_synthetic_windows_on_good_parts_and_says_so(labelled):
+    data = RealSet.load(labelled, progress=False)
+    good = [np.full((40, 50), 0.5, np.float32), np.full((70, 30), 0.4, np.float32)]
+
+    painting = TINY.replace(synthetic_share=0.25)
+
+    def plan(data, config=painting, backgrounds=None):  # the line that announces the run
+        said = []
+        finetune(None, data, config, seed=1, backgrounds=backgrounds, device="cpu", progress=False, log=said.append)
+        return said[0]
+
+    assert "real windows only (no defect-free training image" in plan(data)  # both classes have defects
+    assert "25% of them synthetic defects ('transfer' preset) painted on 2 defect-free image(s)" in plan(
+        data, backgrounds=Backgrounds(good))
+    with_free = RealSet(data.images + good, data.masks + [np.zeros(g.shape, bool) for g in good],
+                        data.classes + ["Free", "Free"], data.stems + ["F__0", "F__1"])
+    assert "painted on 1 defect-free image(s)" in plan(with_free)  # the other good part is held out
+    assert plan(data, TINY, Backgrounds(good)).endswith("real windows only")  # the default paints nothing
+    with pytest.raises(ValueError, match="backgrounds as a unetlab.Backgrounds"):
+        finetune(None, data, painting, backgrounds=good, device="cpu", progress=False, log=lambda _: None)
+    for bad in (dict(synthetic_share=1.5), dict(synthetic_preset="nope")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FinetuneConfig(**bad)

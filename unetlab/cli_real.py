@@ -118,8 +118,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     out = check_writable(Path(args.out))
     checkpoint = _fresh_checkpoint(out, args.overwrite)
     data = RealSet.load(args.data, progress=distributed.is_main())
+    backgrounds = load_backgrounds(args.backgrounds, progress=distributed.is_main()) if args.backgrounds else None
     config = FinetuneConfig(**(QUICK_FINETUNE if args.quick else {}))
-    changes = {k: getattr(args, k) for k in ("crop", "steps_per_image", "max_steps") if getattr(args, k)}
+    changes = {k: getattr(args, k) for k in ("crop", "steps_per_image", "max_steps", "synthetic_share")
+               if getattr(args, k) is not None}
     if "max_steps" in changes:
         changes["min_steps"] = min(config.min_steps, changes["max_steps"])
     config = config.replace(**changes)
@@ -133,21 +135,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     _allocator(args, device)
     print(f"unetlab {__version__} finetune on {device}: {len(data)} labelled images from {args.data}, starting from "
           f"{start}")
-    result = finetune(model, data, config, seed=args.seed, device=device)
+    result = finetune(model, data, config, seed=args.seed, backgrounds=backgrounds, device=device)
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes
         return 0
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
                     data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                  "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
     write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
+                                        "backgrounds": args.backgrounds and str(Path(args.backgrounds).resolve()),
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
                                         "val_class_dice": result.val_score, "best_step": result.best_step,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
-    print(f"kept step {result.best_step} of {result.steps}: held-out class Dice {result.val_score:.3f} at threshold "
-          f"{result.threshold:g} ({result.seconds:.0f} s)")
+    kept = (f"kept step {result.best_step} of {result.steps}" if result.steps else
+            "kept the pretrained start, untrained (too few held-out images with a defect to judge any training)")
+    print(f"{kept}: held-out class Dice {result.val_score:.3f} at threshold {result.threshold:g} "
+          f"({result.seconds:.0f} s)")
     print(f"checkpoint: {checkpoint}; record: {out / 'finetune.json'}; curve: {out / 'validation.png'}")
     return 0
 
@@ -297,6 +302,12 @@ def add_commands(sub) -> None:
                    help=f"optimiser steps per training image (default {d.steps_per_image}; the total stays in "
                         f"[{d.min_steps}, {d.max_steps}])")
     p.add_argument("--max-steps", type=int, default=None, help=f"at most this many steps (default {d.max_steps})")
+    p.add_argument("--backgrounds", default=None,
+                   help="folder of defect-free images to paint the --synthetic-share of the training windows on "
+                        "(e.g. the one pretrain used); default: the folder's own images of a defect-free class")
+    p.add_argument("--synthetic-share", type=float, default=None,
+                   help=f"share of the training windows replaced by synthetic defects, e.g. 0.25 (default "
+                        f"{d.synthetic_share:g}: real windows only; see the README, 'Sim to real')")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 

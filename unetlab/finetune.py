@@ -302,7 +302,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of any choice): keeping "
             f"the pretrained start untouched, without training (on so few labels training hurt it more often than "
             f"it helped); label more images to fine-tune")
-        return _kept_start(model, train, val, device, time.perf_counter())
+        return _kept_start(model, train, val, device)
     steps = config.steps_for(len(train))
     per_eval = steps // config.evals
     crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
@@ -366,10 +366,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)
     record, best = distributed.on_main(lambda: (record, best))
-    model.eval()
-    # The kept weights predict with flips (as predict_masks and `unetlab predict` do): choose their threshold so.
-    threshold, score = distributed.on_main(lambda: best_threshold(
-        [predict(model, image, device=device, flips=True) for image in val.images], val))
+    threshold, score = _flip_threshold(model, val, device)
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
                           val_stems=val.stems, seconds=time.perf_counter() - begin)
@@ -389,7 +386,8 @@ class MixedWindows(Dataset):
         return len(self.real)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        painted = np.random.default_rng([self.seed, int(i) % len(self), 1]).random() < self.share
+        # The trailing 1 keeps this stream apart from other per-item streams keyed by (seed, i).
+        painted = np.random.default_rng([self.seed, int(i), 1]).random() < self.share
         return (self.synthetic if painted else self.real)[i]
 
 
@@ -413,11 +411,18 @@ def _with_synthetic(crops: RandomCrops, train: RealSet, backgrounds: Backgrounds
             f"on {len(backgrounds)} defect-free image(s)")
 
 
-def _kept_start(model: nn.Module, train: RealSet, val: RealSet, device, begin: float) -> FinetuneResult:
-    """The untrained pretrained start as a :class:`FinetuneResult`, its threshold chosen on ``val`` (flips)."""
+def _flip_threshold(model: nn.Module, val: RealSet, device) -> tuple[float, float]:
+    """The threshold of ``model`` chosen on ``val`` and its class Dice there (:func:`best_threshold`). The model
+    predicts with flips, as predict_masks and `unetlab predict` do, so its threshold is chosen the same way."""
     model.eval()
-    threshold, score = distributed.on_main(lambda: best_threshold(
+    return distributed.on_main(lambda: best_threshold(
         [predict(model, image, device=device, flips=True) for image in val.images], val))
+
+
+def _kept_start(model: nn.Module, train: RealSet, val: RealSet, device) -> FinetuneResult:
+    """The untrained pretrained start as a :class:`FinetuneResult`, its threshold chosen on ``val``."""
+    begin = time.perf_counter()
+    threshold, score = _flip_threshold(model, val, device)
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=0, steps=0,
                           evals=[{"step": 0, "val_class_dice": score, "threshold": threshold}], history=History(),
                           train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin)

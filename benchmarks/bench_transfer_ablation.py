@@ -2,8 +2,8 @@
 the ``transfer`` preset painted on the pool's defect-free images, and on variants that leave one thing out.
 
 Each variant is one ``unetlab.pretrain`` (8-10 minutes on a 2-core CPU with two variants running side by side,
-1 thread each; measured 2026-12-02) and a zero-shot score on the split's test set at the threshold the model
-chose on synthetic samples; no real label is used anywhere.
+1 thread each; measured 2026-12-02) and a zero-shot score on the split's test set with the decision the model
+chose on synthetic samples (threshold and seed threshold); no real label is used anywhere.
 Models and scores are cached under ``--cache`` per variant (the ``transfer`` variant is the very start of
 ``bench_sim2real.py``'s split, so the two benchmarks share it), and a second run prints at once.
 
@@ -73,11 +73,12 @@ def main() -> int:
     classes = list(next(iter(rows.values()))["per_class"])
     print(f"\nzero-shot on split {args.split}'s real test set ({root}); {platform.machine()}, torch "
           f"{torch.__version__}, unetlab {unetlab.__version__}\n")
-    print("| pretraining data | zero-shot class Dice | " + " | ".join(classes) + " | threshold |")
-    print("|---|---:|" + "---:|" * (len(classes) + 1))
+    print("| pretraining data | zero-shot class Dice | " + " | ".join(classes) + " | threshold | seed threshold |")
+    print("|---|---:|" + "---:|" * (len(classes) + 2))
     for name, row in rows.items():
         print(f"| {DESCRIPTION[name]} | {row['class_dice']:.3f} | "
-              + " | ".join(f"{row['per_class'].get(c, np.nan):.3f}" for c in classes) + f" | {row['threshold']:g} |")
+              + " | ".join(f"{row['per_class'].get(c, np.nan):.3f}" for c in classes)
+              + f" | {row['threshold']:g} | {row['seed_threshold'] or '-'} |")
     print(f"\n{time.perf_counter() - begin:.0f} s in all (cached runs cost nothing)")
     return 0
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, RealSet, UNet, best_threshold,
-                     finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, pretrain, save_checkpoint,
-                     write_dataset)
+                     defect_mask, finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, predict,
+                     pretrain, save_checkpoint, write_dataset)
 from unetlab.cli import main
 from unetlab.finetune import MixedWindows, image_counts, images_to_be_sure, win_rate
 
@@ -176,6 +176,7 @@ def test_pretrain_paints_on_backgrounds_and_chooses_a_threshold():
     cfg = PretrainConfig(size=32, n_train=8, epochs=1, n_val=4, batch_size=4, depth=2, base=4, workers=0)
     result = pretrain(cfg, bank, device="cpu", progress=False, log=lambda _: None)
     assert 0 <= result.threshold < 1 and result.history.epochs == 1 and not result.model.training
+    assert result.seed_threshold is None or result.threshold < result.seed_threshold < 1
     with pytest.raises(ValueError, match="multiple of 16"):
         PretrainConfig(size=40)
 
@@ -212,6 +213,7 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     model, info = load_checkpoint(tmp_path / "ft" / "model.pt")
     assert info["threshold"] == record["threshold"] and (tmp_path / "ft" / "validation.png").is_file()
+    assert info["seed_threshold"] == record["seed_threshold"]
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"])
     assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "fresh"), "--quick",
@@ -226,7 +228,9 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert main(["predict", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--out", str(tmp_path / "masks"),
                  str(labelled), str(big), "--probs", "--overlays"]) == 0
     out = capsys.readouterr().out
-    assert f"threshold {record['threshold']:g} (from the checkpoint)" in out
+    seed = record["seed_threshold"]
+    said = f"threshold {record['threshold']:g}" + (f", seed threshold {seed:g}" if seed is not None else "")
+    assert f"{said} (from the checkpoint)" in out
     mask = cv2.imread(str(tmp_path / "masks" / "big.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (300, 200) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     assert len(list((tmp_path / "masks").glob("*_overlay.png"))) == 9
@@ -286,3 +290,24 @@ def test_finetune_paints_synthetic_windows_on_good_parts_and_says_so(labelled):
     for bad in (dict(synthetic_share=1.5), dict(synthetic_preset="nope")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             FinetuneConfig(**bad)
+
+
+def test_predict_and_evaluate_use_the_checkpoints_seed_threshold(labelled, tmp_path, capsys):
+    model = UNet(depth=2, base=4)
+    image = RealSet.load(labelled, progress=False).images[0]
+    prob = predict(model, image, flips=True)
+    threshold, seed = (float(np.quantile(prob, q)) for q in (0.5, 0.999))
+    assert not np.array_equal(defect_mask(prob, threshold, seed), prob > threshold)  # the seed removes something
+    path = save_checkpoint(tmp_path / "m.pt", model, threshold=threshold, seed_threshold=seed)
+    stem = RealSet.load(labelled, progress=False).stems[0]
+    assert main(["predict", "--checkpoint", str(path), "--out", str(tmp_path / "masks"),
+                 str(labelled / "images" / f"{stem}.png")]) == 0
+    assert f"seed threshold {seed:g} (from the checkpoint)" in capsys.readouterr().out
+    mask = cv2.imread(str(tmp_path / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED) > 0
+    assert np.array_equal(mask, defect_mask(prob, threshold, seed))
+    assert main(["predict", "--checkpoint", str(path), "--out", str(tmp_path / "plain"), "--threshold", "0.5",
+                 str(labelled / "images" / f"{stem}.png")]) == 0
+    assert "threshold 0.5 (from --threshold)" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(path), "--data", str(labelled),
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    assert json.loads((tmp_path / "scores.json").read_text())["seed_threshold"] == seed

@@ -27,6 +27,7 @@ from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLA
 from .augment import DEFAULT_AUGMENT, AugmentConfig, augment
 from .baseline import ClassicalBaseline, tune_baseline
 from .checkpoint import load_checkpoint, save_checkpoint
+from .decision import best_decision, defect_mask
 from .data import EpochShuffle, SyntheticDefects, make_loaders, stack_items
 from .device import default_device, keep_freed_memory_for_reuse
 from .evaluate import (EvalResult, evaluate, evaluate_multiclass, predict, predict_labels, predict_masks, score_masks,
@@ -59,7 +60,7 @@ __all__ = [
     "real_splits", "holdout_split", "load_backgrounds",
     "AugmentConfig", "DEFAULT_AUGMENT", "augment", "ClassicalBaseline", "tune_baseline",
     "Experiment", "pretrained_for_split", "RealSet", "predict_masks", "run_experiments", "score_masks",
-    "FinetuneConfig", "FinetuneResult", "best_threshold", "finetune", "PretrainConfig", "PretrainResult", "pretrain",
+    "FinetuneConfig", "FinetuneResult", "best_threshold", "best_decision", "defect_mask", "finetune", "PretrainConfig", "PretrainResult", "pretrain",
     "defect_playground", "render_preview",
     "UNet", "count_parameters", "receptive_field", "BCEDiceLoss", "dice_loss", "CEDiceLoss", "multiclass_dice_loss",
     "MetricAccumulator", "class_dice", "class_recall", "confusion_counts", "confusion_matrix", "instance_recall",

@@ -18,6 +18,8 @@ numbers (``weights_only=True`` cannot run code hidden in a file)::
     threshold         the decision threshold chosen on validation data (a pixel is a defect when its
                       probability is above it), or None: then users of the model take 0.5 (optional key:
                       files written before it existed have none)
+    seed_threshold    None, or the probability a region of defect pixels must reach somewhere to be kept
+                      (:func:`unetlab.decision.defect_mask`; optional key, like threshold)
 
 Epochs are counted from 1: ``epoch=3`` means "after three passes over the training data".
 
@@ -44,6 +46,7 @@ from torch import Tensor, nn
 
 from ._version import __version__
 from .checks import is_real
+from .decision import check_decision
 from .device import resolve_device
 from .history import History
 from .io import atomic_write
@@ -77,7 +80,8 @@ def train_state(model_state: dict[str, Tensor], optimizer: torch.optim.Optimizer
 
 def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dict[str, Tensor], *,
                      epoch: int | None, history: History | None, data_config: dict | None,
-                     train_state: dict[str, Any] | None, threshold: float | None = None) -> Path:
+                     train_state: dict[str, Any] | None, threshold: float | None = None,
+                     seed_threshold: float | None = None) -> Path:
     """Write the checkpoint dict of the module docstring to ``path`` atomically; return the path."""
     config = getattr(model, "config", None)
     if not isinstance(config, dict):
@@ -92,6 +96,10 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
                              f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged")
     if threshold is not None and not (is_real(threshold) and 0 <= threshold < 1):
         raise ValueError(f"a checkpoint's threshold must be a number in [0, 1) or None; got {threshold!r}")
+    if seed_threshold is not None:
+        if threshold is None:
+            raise ValueError("a checkpoint's seed_threshold needs a threshold below it; got threshold=None")
+        check_decision(threshold, seed_threshold, "a checkpoint")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -103,6 +111,7 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
         "data_config": data_config,
         "train_state": train_state,
         "threshold": None if threshold is None else float(threshold),
+        "seed_threshold": None if seed_threshold is None else float(seed_threshold),
     }
     payload["sha256"] = weights_digest(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
@@ -152,6 +161,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int | None = None,
     threshold: float | None = None,
+    seed_threshold: float | None = None,
 ) -> Path:
     """Write ``model`` (with its ``config``) to ``path`` atomically; return the path.
 
@@ -165,12 +175,13 @@ def save_checkpoint(
         epoch: the epoch these weights come from (defaults to the history's length).
         threshold: the decision threshold chosen on validation data, in [0, 1), stored for ``predict`` and
             ``evaluate`` to use by default.
+        seed_threshold: chosen with it, in (threshold, 1), or None (see :mod:`unetlab.decision`).
     """
     epoch = epoch if epoch is not None else (history.epochs if history is not None else None)
     state = model.state_dict()
     resumable = train_state(state, optimizer, epoch=epoch or 0) if optimizer is not None else None
     return write_checkpoint(path, model, state, epoch=epoch, history=history, data_config=data_config,
-                            train_state=resumable, threshold=threshold)
+                            train_state=resumable, threshold=threshold, seed_threshold=seed_threshold)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
@@ -180,7 +191,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     Returns:
         ``(model, info)`` where info has ``model_config``, ``data_config``, ``history`` (a :class:`History` or
         None), ``epoch`` (of the weights), ``unetlab_version`` and ``threshold`` (the decision threshold chosen
-        on validation data; None when the checkpoint has none: use 0.5).
+        on validation data; None when the checkpoint has none: use 0.5) and ``seed_threshold`` (None when it has
+        none).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -203,6 +215,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         "epoch": payload["epoch"],
         "unetlab_version": payload["unetlab_version"],
         "threshold": payload.get("threshold"),
+        "seed_threshold": payload.get("seed_threshold"),
     }
     return model, info
 

@@ -321,8 +321,8 @@ def _add_run_options(p: argparse.ArgumentParser, *, training: bool = True) -> No
     p.add_argument("--n-test", type=int, default=None, help=f"held-out test images (default {FULL.n_test})")
     if not training:
         p.add_argument("--threshold", type=cli_real.threshold_arg, default=None,
-                       help="probability above which a pixel is a defect, in [0, 1) (default: the checkpoint's, "
-                            "else 0.5)")
+                       help="probability above which a pixel is a defect, in [0, 1), without a seed threshold "
+                            "(default: the checkpoint's, else 0.5; with --data also its seed threshold)")
         return
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {FULL.epochs})")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {FULL.batch_size})")

@@ -8,9 +8,10 @@ An engineer with pictures of good parts and a few labelled defects:
     unetlab evaluate --checkpoint runs/finetune/model.pt --data labelled_test/ --out scores.json
 
 Every command checks its inputs and its output folder before any work starts, and writes its files atomically.
-The decision threshold travels in the checkpoint: ``finetune`` chooses it on the images it holds out,
-``pretrain`` on held-out synthetic samples; ``predict`` and ``evaluate`` use it unless ``--threshold`` says
-otherwise.
+The decision travels in the checkpoint: a threshold and, when it scored better, a seed threshold (keep only
+the regions of defect pixels with a confident core: :mod:`unetlab.decision`). ``finetune`` chooses them on the
+images it holds out, ``pretrain`` on held-out synthetic samples; ``predict`` and ``evaluate`` use them unless
+``--threshold`` says otherwise (a plain threshold, without a seed threshold).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from ._version import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
+from .decision import defect_mask
 from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import predict, predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
@@ -65,13 +67,19 @@ def threshold_arg(text: str) -> float:
     return value
 
 
-def _threshold(args: argparse.Namespace, info: dict) -> tuple[float, str]:
-    """The decision threshold: ``--threshold``, else the checkpoint's, else 0.5; and where it came from."""
+def _decision(args: argparse.Namespace, info: dict) -> tuple[float, float | None, str]:
+    """The threshold and seed threshold: ``--threshold`` (alone), else the checkpoint's, else 0.5 (alone); and a
+    phrase that says where they came from."""
     if args.threshold is not None:
-        return args.threshold, "--threshold"
+        return args.threshold, None, f"threshold {args.threshold:g} (from --threshold)"
     if info.get("threshold") is not None:
-        return float(info["threshold"]), "the checkpoint"
-    return 0.5, "the default (the checkpoint has none)"
+        seed = info.get("seed_threshold")
+        return float(info["threshold"]), seed, f"{_said(info['threshold'], seed)} (from the checkpoint)"
+    return 0.5, None, "threshold 0.5 (the default: the checkpoint has none)"
+
+
+def _said(threshold: float, seed_threshold: float | None) -> str:
+    return f"threshold {threshold:g}" + (f", seed threshold {seed_threshold:g}" if seed_threshold is not None else "")
 
 
 def _allocator(args: argparse.Namespace, device: torch.device) -> None:
@@ -98,14 +106,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                    "backgrounds": str(Path(args.backgrounds).resolve()) if args.backgrounds else None,
                    "n_backgrounds": len(backgrounds) if backgrounds is not None else 0, "seed": args.seed}
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
-                    data_config=data_config)
+                    seed_threshold=result.seed_threshold, data_config=data_config)
     write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
                                         "config": dataclasses.asdict(config), "data": data_config,
-                                        "threshold": result.threshold, "synthetic_val_dice": result.val_dice,
+                                        "threshold": result.threshold, "seed_threshold": result.seed_threshold,
+                                        "synthetic_val_dice": result.val_dice,
                                         "seconds": result.seconds, "processes": distributed.world_size(),
                                         "history": result.history.to_dict()})
-    print(f"pretrained in {result.seconds:.0f} s: synthetic validation Dice {result.val_dice:.3f} at threshold "
-          f"{result.threshold:g}")
+    print(f"pretrained in {result.seconds:.0f} s: synthetic validation Dice {result.val_dice:.3f} at "
+          f"{_said(result.threshold, result.seed_threshold)}")
     print(f"checkpoint: {checkpoint} (continue with: unetlab finetune --init {checkpoint} --data FOLDER --out DIR)")
     return 0
 
@@ -139,19 +148,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes
         return 0
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
-                    data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
+                    seed_threshold=result.seed_threshold, data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                  "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
     write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
                                         "backgrounds": args.backgrounds and str(Path(args.backgrounds).resolve()),
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
-                                        "val_class_dice": result.val_score, "best_step": result.best_step,
+                                        "seed_threshold": result.seed_threshold, "val_class_dice": result.val_score, "best_step": result.best_step,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
     kept = (f"kept step {result.best_step} of {result.steps}" if result.steps else
             "kept the pretrained start, untrained (too few held-out images with a defect to judge any training)")
-    print(f"{kept}: held-out class Dice {result.val_score:.3f} at threshold {result.threshold:g} "
+    print(f"{kept}: held-out class Dice {result.val_score:.3f} at {_said(result.threshold, result.seed_threshold)} "
           f"({result.seconds:.0f} s)")
     print(f"checkpoint: {checkpoint}; record: {out / 'finetune.json'}; curve: {out / 'validation.png'}")
     return 0
@@ -213,12 +222,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, info = load_checkpoint(args.checkpoint, device=device)
     if model.config["out_channels"] != 1:
         raise SystemExit("error: predict writes binary masks; this checkpoint is a multi-class model")
-    threshold, source = _threshold(args, info)
+    threshold, seed_threshold, source = _decision(args, info)
     flagged_images, flagged, total = 0, 0, 0
     for path in tqdm(files, desc="predict", unit="image"):
         image = read_image(path)
         prob = predict(model, image, device=device, flips=args.flips)
-        mask = prob > threshold
+        mask = defect_mask(prob, threshold, seed_threshold)
         _write_png(out / f"{path.stem}.png", mask.astype(np.uint8) * 255)
         if args.probs:
             _write_png(out / f"{path.stem}_prob.png", np.rint(prob * 255).astype(np.uint8))
@@ -231,7 +240,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         flagged += int(mask.sum())
         total += mask.size
     print(f"wrote {len(files)} mask(s) to {out}/: {flagged_images} with defects, {100 * flagged / total:.2f}% of all "
-          f"pixels flagged; threshold {threshold:g} (from {source})")
+          f"pixels flagged; {source}")
     return 0
 
 
@@ -244,11 +253,10 @@ def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
     if args.out:
         check_writable(Path(args.out).parent)
     data = RealSet.load(args.data)
-    threshold, source = _threshold(args, info)
-    scores = score_masks(predict_masks(model, data, threshold, device=args.device), data)
+    threshold, seed_threshold, source = _decision(args, info)
+    scores = score_masks(predict_masks(model, data, threshold, seed_threshold, device=args.device), data)
     per_image = scores.pop("per_image_dice")
-    print(f"{args.data}: {scores['n_images']} images ({scores['n_defect_free']} defect-free), threshold "
-          f"{threshold:g} (from {source})")
+    print(f"{args.data}: {scores['n_images']} images ({scores['n_defect_free']} defect-free), {source}")
     rows = [("class Dice", scores["class_dice"])] + [(f"  {name}", d) for name, d in scores["per_class"].items()]
     rows += [("pooled Dice", scores["dice"]), ("pooled IoU", scores["iou"]), ("precision", scores["precision"]),
              ("recall", scores["recall"]), ("false alarms on defect-free", scores["fp_rate_defect_free"])]
@@ -258,7 +266,8 @@ def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
     if args.out:
         write_json(Path(args.out), {"command": "evaluate", "unetlab_version": __version__,
                                      "checkpoint": str(args.checkpoint), "data": str(args.data),
-                                     "threshold": threshold, "threshold_from": source, "scores": scores,
+                                     "threshold": threshold, "seed_threshold": seed_threshold,
+                                     "threshold_from": source, "scores": scores,
                                      "per_image_dice": dict(zip(data.stems, per_image))})
         print(f"scores: {args.out}")
     return 0
@@ -316,7 +325,8 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model.pt from finetune, pretrain or train")
     p.add_argument("--out", required=True, help="folder for the masks")
     p.add_argument("--threshold", type=threshold_arg, default=None,
-                   help="probability above which a pixel is a defect (default: the checkpoint's, else 0.5)")
+                   help="probability above which a pixel is a defect, without a seed threshold (default: the "
+                        "checkpoint's threshold and seed threshold, else 0.5)")
     p.add_argument("--probs", action="store_true", help="also write <stem>_prob.png, the probability x 255")
     p.add_argument("--overlays", action="store_true", help="also write <stem>_overlay.png, the mask in red")
     p.add_argument("--flips", action=argparse.BooleanOptionalAction, default=True,

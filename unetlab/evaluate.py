@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .batches import split_batch
 from .checks import check_unit_values, is_int, is_real
+from .decision import check_decision, defect_mask
 from .device import resolve_device
 from .model import receptive_field
 from .metrics import (MetricAccumulator, class_dice, class_mean, confusion_counts, confusion_matrix,
@@ -410,12 +411,15 @@ def evaluate_multiclass(
 REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is above this (not tuned on test data)
 
 
-def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD, *,
-                  device: str | torch.device | None = None, progress: bool = True,
-                  flips: bool = True) -> list[np.ndarray]:
+def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD,
+                  seed_threshold: float | None = None, *, device: str | torch.device | None = None,
+                  progress: bool = True, flips: bool = True) -> list[np.ndarray]:
     """(H, W) bool defect masks of a binary model for every image of ``real``, each at its own full size:
-    probability above ``threshold``, averaged over the four flips unless ``flips=False`` (see :func:`predict`)."""
-    return [predict(model, image, device=device, flips=flips) > threshold
+    probability above ``threshold`` (in regions that reach ``seed_threshold`` when one is given:
+    :func:`unetlab.decision.defect_mask`), averaged over the four flips unless ``flips=False`` (see
+    :func:`predict`)."""
+    check_decision(threshold, seed_threshold, "predict_masks")
+    return [defect_mask(predict(model, image, device=device, flips=flips), threshold, seed_threshold)
             for image in tqdm(real.images, desc="predict", unit="image", disable=not progress, leave=False)]
 
 

@@ -30,7 +30,8 @@ images; README, "Sim to real"):
   images preferred the pretrained start, while on the test images the last step was far better (README, "Sim to
   real"). A few dozen can, and then an overfitted end loses to an earlier step. The kept weights' threshold is
   then chosen again for predictions averaged over the four flips (:func:`unetlab.predict` with ``flips=True``),
-  which is how the real-use paths predict.
+  which is how the real-use paths predict, together with a **seed threshold** (:mod:`unetlab.decision`: keep
+  only the regions of defect pixels with a confident core) when the held-out images score better with one.
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -53,9 +54,10 @@ from . import distributed
 from .augment import AugmentConfig
 from .checks import is_fraction, is_int, is_real
 from .data import SyntheticDefects
+from .decision import THRESHOLDS, best_decision
 from .evaluate import predict
 from .history import History
-from .metrics import class_dice, confusion_counts
+from .metrics import confusion_counts
 from .model import UNet
 from .real import RandomCrops, RealSet, holdout_split
 from .synth import PRESETS, Backgrounds, DefectConfig
@@ -66,7 +68,6 @@ from .train import fit
 # on a line sees a part in one orientation, and its texture, lighting and edges have directions that a turn swaps
 # (fresh weights on the whole magnetic-tile pool, split 0: class Dice 0.318 with flips, 0.182 with flips and turns).
 FINETUNE_AUGMENT = AugmentConfig.none().replace(flips=True)
-THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ class FinetuneResult:
     Attributes:
         model: the binary UNet with the best weights, in eval mode.
         threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
+        seed_threshold: chosen with it (:func:`unetlab.decision.best_decision`): None, or the probability a
+            region of defect pixels must reach somewhere to be kept (:func:`unetlab.decision.defect_mask`).
         val_score: the held-out class Dice at that threshold.
         best_step: the optimiser step of those weights (``steps``: the last ones; 0: the pretrained start, which
             the held-out images clearly preferred, or were too few to judge); ``steps`` the planned total (0
@@ -171,6 +174,7 @@ class FinetuneResult:
     train_stems: list[str] = field(default_factory=list)
     val_stems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    seed_threshold: float | None = None
 
 
 def best_threshold(probs: Sequence[np.ndarray], real: RealSet,
@@ -184,26 +188,12 @@ def best_threshold(probs: Sequence[np.ndarray], real: RealSet,
     Returns:
         ``(threshold, class_dice)``; the lowest threshold on ties. Class Dice is
         :func:`unetlab.metrics.class_dice` over ``real.classes`` (NaN when no image has a defect pixel: then the
-        first threshold is returned).
+        first threshold is returned). :func:`unetlab.decision.best_decision` also chooses a seed threshold.
     """
     if len(probs) != len(real):
         raise ValueError(f"best_threshold got {len(probs)} probability maps for {len(real)} images")
-    names = sorted(set(real.classes))
-    cls = np.array([names.index(c) for c in real.classes])
-    t = np.asarray(thresholds, np.float32)[:, None]
-    counts = np.zeros((3, len(t), len(names)), np.int64)  # tp, fp, fn per threshold and class
-    for prob, mask, k in zip(probs, real.masks, cls):
-        p, m = np.asarray(prob, np.float32).ravel(), mask.ravel()
-        hit = p[None, :] > t  # (thresholds, pixels)
-        tp = (hit & m).sum(1)
-        counts[0, :, k] += tp
-        counts[1, :, k] += hit.sum(1) - tp
-        counts[2, :, k] += m.sum() - tp
-    scores = [class_dice(*(torch.from_numpy(c[j]) for c in counts)) for j in range(len(t))]
-    if all(np.isnan(scores)):
-        return float(thresholds[0]), float("nan")
-    j = int(np.nanargmax(scores))
-    return float(thresholds[j]), float(scores[j])
+    threshold, _, score = best_decision(probs, real.masks, real.classes, thresholds, seed_thresholds=())
+    return threshold, score
 
 
 def image_counts(probs: Sequence[np.ndarray], real: RealSet, threshold: float) -> np.ndarray:
@@ -366,10 +356,10 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)
     record, best = distributed.on_main(lambda: (record, best))
-    threshold, score = _flip_threshold(model, val, device)
+    threshold, seed_threshold, score = _flip_decision(model, val, device)
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
-                          val_stems=val.stems, seconds=time.perf_counter() - begin)
+                          val_stems=val.stems, seconds=time.perf_counter() - begin, seed_threshold=seed_threshold)
 
 
 class MixedWindows(Dataset):
@@ -411,18 +401,21 @@ def _with_synthetic(crops: RandomCrops, train: RealSet, backgrounds: Backgrounds
             f"on {len(backgrounds)} defect-free image(s)")
 
 
-def _flip_threshold(model: nn.Module, val: RealSet, device) -> tuple[float, float]:
-    """The threshold of ``model`` chosen on ``val`` and its class Dice there (:func:`best_threshold`). The model
-    predicts with flips, as predict_masks and `unetlab predict` do, so its threshold is chosen the same way."""
+def _flip_decision(model: nn.Module, val: RealSet, device) -> tuple[float, float | None, float]:
+    """The threshold and seed threshold of ``model`` chosen on ``val`` and its class Dice there
+    (:func:`unetlab.decision.best_decision`). The model predicts with flips, as predict_masks and `unetlab
+    predict` do, so its decision is chosen the same way. (The steps were scored by the threshold alone: the
+    seed threshold is a last choice, which leaves the training run as it was.)"""
     model.eval()
-    return distributed.on_main(lambda: best_threshold(
-        [predict(model, image, device=device, flips=True) for image in val.images], val))
+    return distributed.on_main(lambda: best_decision(
+        [predict(model, image, device=device, flips=True) for image in val.images], val.masks, val.classes))
 
 
 def _kept_start(model: nn.Module, train: RealSet, val: RealSet, device) -> FinetuneResult:
-    """The untrained pretrained start as a :class:`FinetuneResult`, its threshold chosen on ``val``."""
+    """The untrained pretrained start as a :class:`FinetuneResult`, its decision chosen on ``val``."""
     begin = time.perf_counter()
-    threshold, score = _flip_threshold(model, val, device)
+    threshold, seed_threshold, score = _flip_decision(model, val, device)
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=0, steps=0,
                           evals=[{"step": 0, "val_class_dice": score, "threshold": threshold}], history=History(),
-                          train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin)
+                          train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin,
+                          seed_threshold=seed_threshold)

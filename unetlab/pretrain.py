@@ -4,7 +4,8 @@
 ``"transfer"``: the domain-randomised surfaces and camera of chapter 06 plus the defect kinds real inspection
 sees, fainter than the tutorial's), on procedural surfaces or, better, on windows of your own defect-free images
 (:class:`unetlab.synth.Backgrounds`): then the model learns what a defect does to *your* surface. The decision
-threshold is chosen on held-out synthetic samples (no real label is needed anywhere) and stored with the model;
+threshold is chosen on held-out synthetic samples (no real label is needed anywhere), then with it a seed threshold
+(:mod:`unetlab.decision`) when those samples score better with one, and both are stored with the model;
 :func:`unetlab.finetune` continues from it when a few labelled images exist.
 
 Samples are ``size`` x ``size`` (128 px by default): real defects are local, and a quarter of the pixels of a
@@ -25,7 +26,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from . import distributed
 from .checks import is_int, is_real
 from .data import SPLIT_START, SyntheticDefects
-from .evaluate import threshold_sweep
+from .decision import best_decision
+from .evaluate import predict, threshold_sweep
 from .history import History
 from .model import UNet
 from .synth import PRESETS, Backgrounds, DefectConfig
@@ -90,14 +92,16 @@ class PretrainConfig:
 
 @dataclass
 class PretrainResult:
-    """What :func:`pretrain` returns: ``model`` (best epoch, eval mode), ``threshold`` and ``val_dice`` (pooled
-    Dice of the synthetic validation samples at that threshold), ``history``, ``seconds``."""
+    """What :func:`pretrain` returns: ``model`` (best epoch, eval mode), ``threshold``, ``seed_threshold`` (None
+    or a number above it) and ``val_dice`` (pooled Dice of the synthetic validation samples with them),
+    ``history``, ``seconds``."""
 
     model: nn.Module
     threshold: float
     val_dice: float
     history: History
     seconds: float
+    seed_threshold: float | None = None
 
 
 def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds | None = None, *, seed: int = 0,
@@ -146,5 +150,17 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
     distributed.share_weights(model)
     model_best = distributed.on_main(lambda: model_best)
     model.eval()
-    return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=model_best["dice"],
-                          history=history, seconds=time.perf_counter() - start)
+    _, seed_threshold, dice = distributed.on_main(lambda: _seed_threshold(model, val, model_best, device))
+    return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=dice, history=history,
+                          seconds=time.perf_counter() - start, seed_threshold=seed_threshold)
+
+
+def _seed_threshold(model: nn.Module, val: SyntheticDefects, best: dict, device) -> tuple[float, float | None, float]:
+    """The kept model's seed threshold chosen on the synthetic validation samples at its threshold
+    (:func:`unetlab.decision.best_decision`, one class: the pooled Dice), with that Dice. The epoch and the
+    threshold were chosen without one, so this last choice changes nothing else."""
+    items = [val[i] for i in range(len(val))]  # (1, size, size) image and mask tensors
+    images = torch.stack([image for image, _ in items])  # (N, 1, size, size)
+    probs = predict(model, images, device=device).cpu().numpy()[:, 0]  # (N, size, size)
+    masks = [mask[0].numpy() > 0.5 for _, mask in items]
+    return best_decision(list(probs), masks, ["synthetic"] * len(items), thresholds=(best["threshold"],))

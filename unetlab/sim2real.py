@@ -6,7 +6,7 @@ For each ``k`` the first ``k`` pool images (class-balanced) are the labels we "p
 from them:
 
 - ``"synthetic"`` (or any name of ``starts``): a pretrained checkpoint fine-tuned by :func:`unetlab.finetune`;
-  with ``k = 0`` it is scored as it is (zero-shot, at the threshold stored in its checkpoint);
+  with ``k = 0`` it is scored as it is (zero-shot, with the decision stored in its checkpoint);
 - ``"fresh"``: the same recipe from fresh weights (``UNet(depth=4, base=16)`` by default);
 - ``"baseline"``: the classical baseline, its knobs tuned on the same ``k`` images (:func:`unetlab.tune_baseline`).
 
@@ -40,8 +40,9 @@ from .synth import Backgrounds
 
 FRESH, BASELINE = "fresh", "baseline"
 # Part of every cache key beside the recipe's settings: raise it when the code changes what the same settings
-# produce (2: fit re-estimates BatchNorm statistics every epoch), so that no cached result of older code is reused.
-REVISION = 2
+# produce (2: fit re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too), so that no
+# cached result of older code is reused.
+REVISION = 3
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
@@ -66,8 +67,8 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
     log(f"split {split}: pretraining on synthetic defects painted on "
         + (f"the pool's {len(bank)} defect-free images" if bank is not None else "procedural surfaces"))
     result = pretrain(config, bank, seed=split, device=device, progress=progress, log=log)
-    save_checkpoint(path, result.model, threshold=result.threshold, history=result.history,
-                    data_config={"recipe": recipe, "backgrounds": len(bank) if bank is not None else 0,
+    save_checkpoint(path, result.model, threshold=result.threshold, seed_threshold=result.seed_threshold,
+                    history=result.history, data_config={"recipe": recipe, "backgrounds": len(bank) if bank is not None else 0,
                                  "seconds": round(result.seconds, 1)})
     return path
 
@@ -113,9 +114,9 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
 
     Returns:
         rows of ``start``, ``k``, ``split``, the :func:`unetlab.score_masks` summary (without
-        ``per_image_dice``), ``threshold``, ``val_class_dice`` (the held-out pool images' score that chose it;
-        None for k = 0 and the baseline), ``best_step``, ``steps``, ``train_seconds``, ``stems`` (the k images)
-        and ``checkpoint``.
+        ``per_image_dice``), ``threshold`` and ``seed_threshold``, ``val_class_dice`` (the held-out pool images'
+        score that chose them; None for k = 0 and the baseline), ``best_step``, ``steps``, ``train_seconds``,
+        ``stems`` (the k images) and ``checkpoint``.
     """
     pool, held_out = real_splits(real.classes, seed=split)
     if test is None:
@@ -169,24 +170,25 @@ def _run_one(e: Experiment, train: RealSet, test_set: RealSet, starts: dict, con
     if e.start == BASELINE:
         baseline, _ = tune_baseline(train.images, train.masks, classes=train.classes, progress=progress)
         preds = [baseline.predict(image) for image in test_set.images]
-        row["threshold"] = None
+        row.update(threshold=None, seed_threshold=None)
         row["baseline"] = baseline.to_dict()
     else:
         model, info = (None, {}) if e.start == FRESH else load_checkpoint(starts[e.start], device=device or "cpu")
         if e.k == 0:
-            threshold = info.get("threshold") or 0.5
+            threshold, seed_threshold = info.get("threshold") or 0.5, info.get("seed_threshold")
             row["checkpoint"] = str(Path(starts[e.start]).resolve())
         else:
             result = finetune(model, train, config, seed=split, device=device, progress=progress, log=log)
-            model, threshold = result.model, result.threshold
+            model, threshold, seed_threshold = result.model, result.threshold, result.seed_threshold
             row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps)
             if saved is not None:
-                save_checkpoint(saved, model, threshold=threshold, history=result.history,
+                save_checkpoint(saved, model, threshold=threshold, seed_threshold=seed_threshold,
+                                history=result.history,
                                 data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                              "start": e.start, "split": split})
                 row["checkpoint"] = str(saved)
-        preds = predict_masks(model, test_set, threshold, device=device, progress=progress)
-        row["threshold"] = threshold
+        preds = predict_masks(model, test_set, threshold, seed_threshold, device=device, progress=progress)
+        row.update(threshold=threshold, seed_threshold=seed_threshold)
     scores = score_masks(preds, test_set)
     scores.pop("per_image_dice")
     row.update(scores, train_seconds=round(time.perf_counter() - begin, 1), stems=train.stems)

@@ -67,6 +67,11 @@ def threshold_arg(text: str) -> float:
     return value
 
 
+def _said(threshold: float, seed_threshold: float | None) -> str:
+    """How a decision is printed: "threshold 0.35, seed threshold 0.9"."""
+    return f"threshold {threshold:g}" + (f", seed threshold {seed_threshold:g}" if seed_threshold is not None else "")
+
+
 def _decision(args: argparse.Namespace, info: dict) -> tuple[float, float | None, str]:
     """The threshold and seed threshold: ``--threshold`` (alone), else the checkpoint's, else 0.5 (alone); and a
     phrase that says where they came from."""
@@ -76,10 +81,6 @@ def _decision(args: argparse.Namespace, info: dict) -> tuple[float, float | None
         seed = info.get("seed_threshold")
         return float(info["threshold"]), seed, f"{_said(info['threshold'], seed)} (from the checkpoint)"
     return 0.5, None, "threshold 0.5 (the default: the checkpoint has none)"
-
-
-def _said(threshold: float, seed_threshold: float | None) -> str:
-    return f"threshold {threshold:g}" + (f", seed threshold {seed_threshold:g}" if seed_threshold is not None else "")
 
 
 def _allocator(args: argparse.Namespace, device: torch.device) -> None:
@@ -148,12 +149,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes
         return 0
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,
-                    seed_threshold=result.seed_threshold, data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
+                    seed_threshold=result.seed_threshold,
+                    data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
                                  "data": str(Path(args.data).resolve()), "init": start, "seed": args.seed})
     write_json(out / "finetune.json", {"command": "finetune", "unetlab_version": __version__, "init": start,
                                         "backgrounds": args.backgrounds and str(Path(args.backgrounds).resolve()),
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
-                                        "seed_threshold": result.seed_threshold, "val_class_dice": result.val_score, "best_step": result.best_step,
+                                        "seed_threshold": result.seed_threshold, "val_class_dice": result.val_score,
+                                        "best_step": result.best_step,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})

@@ -150,17 +150,18 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
     distributed.share_weights(model)
     model_best = distributed.on_main(lambda: model_best)
     model.eval()
-    _, seed_threshold, dice = distributed.on_main(lambda: _seed_threshold(model, val, model_best, device))
+    seed_threshold, dice = distributed.on_main(lambda: _seed_threshold(model, val, model_best["threshold"], device))
     return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=dice, history=history,
                           seconds=time.perf_counter() - start, seed_threshold=seed_threshold)
 
 
-def _seed_threshold(model: nn.Module, val: SyntheticDefects, best: dict, device) -> tuple[float, float | None, float]:
-    """The kept model's seed threshold chosen on the synthetic validation samples at its threshold
-    (:func:`unetlab.decision.best_decision`, one class: the pooled Dice), with that Dice. The epoch and the
+def _seed_threshold(model: nn.Module, val: SyntheticDefects, threshold: float, device) -> tuple[float | None, float]:
+    """The kept model's seed threshold (or None) chosen on the synthetic validation samples at ``threshold``
+    (:func:`unetlab.decision.best_decision`, one class: the pooled Dice), and that Dice. The epoch and the
     threshold were chosen without one, so this last choice changes nothing else."""
     items = [val[i] for i in range(len(val))]  # (1, size, size) image and mask tensors
     images = torch.stack([image for image, _ in items])  # (N, 1, size, size)
     probs = predict(model, images, device=device).cpu().numpy()[:, 0]  # (N, size, size)
     masks = [mask[0].numpy() > 0.5 for _, mask in items]
-    return best_decision(list(probs), masks, ["synthetic"] * len(items), thresholds=(best["threshold"],))
+    _, seed_threshold, dice = best_decision(list(probs), masks, ["synthetic"] * len(items), thresholds=(threshold,))
+    return seed_threshold, dice

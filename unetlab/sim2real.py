@@ -68,7 +68,8 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
         + (f"the pool's {len(bank)} defect-free images" if bank is not None else "procedural surfaces"))
     result = pretrain(config, bank, seed=split, device=device, progress=progress, log=log)
     save_checkpoint(path, result.model, threshold=result.threshold, seed_threshold=result.seed_threshold,
-                    history=result.history, data_config={"recipe": recipe, "backgrounds": len(bank) if bank is not None else 0,
+                    history=result.history,
+                    data_config={"recipe": recipe, "backgrounds": len(bank) if bank is not None else 0,
                                  "seconds": round(result.seconds, 1)})
     return path
 

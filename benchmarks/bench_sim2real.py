@@ -79,12 +79,15 @@ def main() -> int:
     rows = []
     for split in args.splits:
         folder = Path(args.cache) / f"split{split}"
-        if args.cached_only and not (folder / "pretrained.pt").is_file():
-            print(f"split {split}: no pretrained start in {folder}, skipped")
+        start = pretrained_for_split(real, split, folder, compute=not args.cached_only)
+        if start is None:
+            print(f"split {split}: skipped (--cached-only)")
             continue
-        start = pretrained_for_split(real, split, folder)
         rows += run_experiments(plan, real, {"synthetic": start}, split=split, cache=folder,
                                 compute=not args.cached_only)
+    if not rows:
+        print(f"nothing cached under {args.cache}", file=sys.stderr)
+        return 1
     pool_size = len(real_splits(real.classes, seed=args.splits[0])[0])
     classes = list(rows[0]["per_class"])
     print(f"\nreal test sets: half of {len(real)} images from {root} per split; pool {pool_size}")

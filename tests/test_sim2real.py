@@ -114,6 +114,26 @@ def test_run_experiments_resumes_from_its_cache(tmp_path):
     assert "reused" not in logged[0]
 
 
+def test_two_runs_on_one_cache_keep_each_others_rows(tmp_path):
+    # Two benchmark lanes on one split: the second reads the cache, then the first saves a row while the second
+    # trains; the second's save must keep that row.
+    real = _fake_real(12)
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.pt", UNet(base=4), threshold=0.3)
+    kwargs = dict(config=TINY, cache=tmp_path / "cache", progress=False)
+    first_lane = []
+
+    def log(message):
+        if "labelled image" in message and not first_lane:  # the second lane has read the cache by now
+            first_lane.extend(run_experiments([Experiment("baseline", 2)], real, {"synthetic": start}, **kwargs))
+
+    run_experiments([Experiment("synthetic", 0)], real, {"synthetic": start}, log=log, **kwargs)
+    assert first_lane
+    both = run_experiments([Experiment("baseline", 2), Experiment("synthetic", 0)], real, {"synthetic": start},
+                           compute=False, **kwargs)
+    assert [(r["start"], r["k"]) for r in both] == [("baseline", 2), ("synthetic", 0)]
+
+
 @pytest.mark.parametrize("plan, match", [
     ([Experiment("other", 0)], "no checkpoint for start 'other'"),
     ([Experiment("synthetic", 30)], "k must be None"),
@@ -193,6 +213,10 @@ def test_the_pretrained_start_of_a_split_paints_on_its_defect_free_pool_images_a
     stamp = path.stat().st_mtime_ns
     assert pretrained_for_split(real, 0, tmp_path, cfg, device="cpu", progress=False, log=logged.append) == path
     assert path.stat().st_mtime_ns == stamp and "reusing" in logged[-1]
+    # compute=False (the benchmark's --cached-only) never trains: another recipe gives None, the file is untouched.
+    assert pretrained_for_split(real, 0, tmp_path, cfg.replace(lr=1e-3), progress=False, log=logged.append,
+                                compute=False) is None
+    assert path.stat().st_mtime_ns == stamp and "no pretrained start by this recipe" in logged[-1]
     pretrained_for_split(real, 0, tmp_path, cfg.replace(lr=1e-3), device="cpu", progress=False, log=logged.append)
     assert "pretraining" in logged[-1]  # another recipe: trained again
 

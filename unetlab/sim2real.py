@@ -48,13 +48,14 @@ REVISION = 3
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
                          config: PretrainConfig = PretrainConfig(), *, backgrounds: bool = True,
                          device: str | torch.device | None = None, progress: bool = True,
-                         log: Callable[[str], None] = print) -> Path:
+                         log: Callable[[str], None] = print, compute: bool = True) -> Path | None:
     """The synthetic start of split ``split``: :func:`unetlab.pretrain` painted on the good parts of the split's
     pool (:meth:`RealSet.good_parts`; zero labels: only "this part is good"), or on procedural surfaces when
     ``backgrounds=False``, saved as ``folder/pretrained.pt``.
 
     An existing file made by the same recipe and split is reused (its ``data_config`` records both), so a second
-    call costs nothing; another recipe trains again. Returns the checkpoint path.
+    call costs nothing; another recipe trains again (or, with ``compute=False``, returns None: nothing is trained).
+    Returns the checkpoint path.
     """
     path = Path(folder) / "pretrained.pt"
     recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split, "backgrounds": backgrounds,
@@ -62,6 +63,9 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
     if path.is_file() and (load_checkpoint(path)[1]["data_config"] or {}).get("recipe") == recipe:
         log(f"split {split}: reusing the pretrained start {path}")
         return path
+    if not compute:
+        log(f"split {split}: no pretrained start by this recipe in {path.parent}")
+        return None
     pool, _ = real_splits(real.classes, seed=split)
     bank = Backgrounds([real.images[i] for i in real.good_parts(pool)]) if backgrounds else None
     log(f"split {split}: pretraining on synthetic defects painted on "
@@ -218,5 +222,10 @@ def _read_cache(cache, settings, fingerprints) -> dict[str, dict]:
 
 
 def _write_cache(cache, settings, rows) -> None:
+    """Save ``rows`` merged with the rows another process (a second benchmark lane on this split) saved meanwhile."""
+    path = Path(cache) / "rows.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    if stored.get("settings") == settings:
+        rows = {**stored.get("rows", {}), **rows}
     text = json.dumps({"settings": settings, "rows": rows}, indent=1)
     atomic_write(Path(cache) / "rows.json", lambda f: f.write(text.encode()))

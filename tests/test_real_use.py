@@ -181,6 +181,31 @@ def test_pretrain_paints_on_backgrounds_and_chooses_a_threshold():
         PretrainConfig(size=40)
 
 
+class _ProbabilityIsBrightness(torch.nn.Module):
+    """A stand-in model whose defect probability is the pixel's gray level."""
+
+    def forward(self, x):
+        return torch.logit(x.clamp(1e-4, 1 - 1e-4))
+
+
+def test_pretrain_counts_false_alarms_on_the_unpainted_backgrounds():
+    from unetlab.pretrain import _decision
+
+    truth = torch.zeros(1, 32, 32, dtype=torch.bool)
+    truth[:, 8:16, 8:16] = True
+    val = [(torch.where(truth, 0.8, 0.2).float(), truth.float())] * 2  # defects at p = 0.8, the rest at p = 0.2
+    assert _decision(_ProbabilityIsBrightness(), val, None, 0, "cpu")[:2] == (0.2, None)  # lowest of the perfect
+    shaded = np.full((40, 40), 0.2, np.float32)
+    shaded[5:30, 5:30] = 0.55  # a real good part with a faint, wide response: a false alarm below 0.55
+    threshold, seed, dice = _decision(_ProbabilityIsBrightness(), val, Backgrounds([shaded]), 0, "cpu")
+    assert (threshold, seed, dice) == (0.55, None, 1.0)
+    # The real pixels are capped at as many as the synthetic ones (2 x 32 x 32), but the first image (in the order
+    # seed 0 gives: image 0, then 1) always counts: the big image's false alarm counts, the hotter one's does not.
+    big, hot = np.full((100, 100), 0.2, np.float32), shaded.copy()
+    big[10:20, 10:20], hot[5:30, 5:30] = 0.65, 0.85
+    assert _decision(_ProbabilityIsBrightness(), val, Backgrounds([big, hot]), 0, "cpu")[0] == 0.65
+
+
 def test_checkpoints_carry_the_threshold(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35)
     assert load_checkpoint(path)[1]["threshold"] == 0.35

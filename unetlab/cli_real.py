@@ -111,10 +111,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     write_json(out / "pretrain.json", {"command": "pretrain", "unetlab_version": __version__,
                                         "config": dataclasses.asdict(config), "data": data_config,
                                         "threshold": result.threshold, "seed_threshold": result.seed_threshold,
-                                        "synthetic_val_dice": result.val_dice,
+                                        "val_dice": result.val_dice,
                                         "seconds": result.seconds, "processes": distributed.world_size(),
                                         "history": result.history.to_dict()})
-    print(f"pretrained in {result.seconds:.0f} s: synthetic validation Dice {result.val_dice:.3f} at "
+    chose = "synthetic samples" + (" and the unpainted backgrounds" if backgrounds is not None else "")
+    print(f"pretrained in {result.seconds:.0f} s: validation Dice {result.val_dice:.3f} ({chose}) at "
           f"{_said(result.threshold, result.seed_threshold)}")
     print(f"checkpoint: {checkpoint} (continue with: unetlab finetune --init {checkpoint} --data FOLDER --out DIR)")
     return 0

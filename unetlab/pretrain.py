@@ -3,10 +3,12 @@
 :func:`pretrain` trains on samples of :func:`unetlab.make_sample` drawn from a preset (by default
 ``"transfer"``: the domain-randomised surfaces and camera of chapter 06 plus the defect kinds real inspection
 sees, fainter than the tutorial's), on procedural surfaces or, better, on windows of your own defect-free images
-(:class:`unetlab.synth.Backgrounds`): then the model learns what a defect does to *your* surface. The decision
-threshold is chosen on held-out synthetic samples (no real label is needed anywhere), then with it a seed threshold
-(:mod:`unetlab.decision`) when those samples score better with one, and both are stored with the model;
-:func:`unetlab.finetune` continues from it when a few labelled images exist.
+(:class:`unetlab.synth.Backgrounds`): then the model learns what a defect does to *your* surface. The best epoch
+is chosen on held-out synthetic samples; the decision (:mod:`unetlab.decision`: the threshold and, when it scores
+better, a seed threshold) on those samples together with the background images themselves, unpainted: a picture of
+a good part is the one real truth the user has given (no defect anywhere), so the false alarms the model raises on
+real surface count against a decision as much as missed synthetic defects do. No real label is needed anywhere.
+Both numbers are stored with the model; :func:`unetlab.finetune` continues from it when a few labelled images exist.
 
 Samples are ``size`` x ``size`` (128 px by default): real defects are local, and a quarter of the pixels of a
 256 px sample is four times the samples for the same time.
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
@@ -93,8 +96,8 @@ class PretrainConfig:
 @dataclass
 class PretrainResult:
     """What :func:`pretrain` returns: ``model`` (best epoch, eval mode), ``threshold``, ``seed_threshold`` (None
-    or a number above it) and ``val_dice`` (pooled Dice of the synthetic validation samples with them),
-    ``history``, ``seconds``."""
+    or a number above it) and ``val_dice`` (pooled Dice with them of the synthetic validation samples and the
+    unpainted background images that chose them), ``history``, ``seconds``."""
 
     model: nn.Module
     threshold: float
@@ -139,7 +142,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
     def keep_best(net: nn.Module) -> float:
         sweep = threshold_sweep(net, loaders[1], device=device, progress=False)
         if not model_best or sweep["best_dice"] > model_best["dice"]:
-            model_best.update(dice=sweep["best_dice"], threshold=sweep["best_threshold"],
+            model_best.update(dice=sweep["best_dice"],
                               state={k: v.detach().clone() for k, v in net.state_dict().items()})
         return sweep["best_dice"]
 
@@ -148,20 +151,29 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
     if "state" in model_best:  # under torchrun only rank 0 validated: it shares the weights and scores it kept
         model.load_state_dict(model_best.pop("state"))
     distributed.share_weights(model)
-    model_best = distributed.on_main(lambda: model_best)
     model.eval()
-    seed_threshold, dice = distributed.on_main(lambda: _seed_threshold(model, val, model_best["threshold"], device))
-    return PretrainResult(model=model, threshold=model_best["threshold"], val_dice=dice, history=history,
+    threshold, seed_threshold, dice = distributed.on_main(lambda: _decision(model, val, backgrounds, seed, device))
+    return PretrainResult(model=model, threshold=threshold, val_dice=dice, history=history,
                           seconds=time.perf_counter() - start, seed_threshold=seed_threshold)
 
 
-def _seed_threshold(model: nn.Module, val: SyntheticDefects, threshold: float, device) -> tuple[float | None, float]:
-    """The kept model's seed threshold (or None) chosen on the synthetic validation samples at ``threshold``
-    (:func:`unetlab.decision.best_decision`, one class: the pooled Dice), and that Dice. The epoch and the
-    threshold were chosen without one, so this last choice changes nothing else."""
+def _decision(model: nn.Module, val: SyntheticDefects, backgrounds: Backgrounds | None, seed: int,
+              device) -> tuple[float, float | None, float]:
+    """The kept model's threshold and seed threshold (or None) chosen by :func:`unetlab.decision.best_decision`
+    (one class: the pooled Dice) on the synthetic validation samples plus up to as many pixels of unpainted
+    background images (whole images in a seeded order, at least one, flip-averaged as real images are predicted;
+    their truth is "no defect"), and that Dice. The epoch was chosen before, on the samples alone, so this last choice
+    leaves the training run as it was."""
     items = [val[i] for i in range(len(val))]  # (1, size, size) image and mask tensors
     images = torch.stack([image for image, _ in items])  # (N, 1, size, size)
-    probs = predict(model, images, device=device).cpu().numpy()[:, 0]  # (N, size, size)
+    probs = list(predict(model, images, device=device).cpu().numpy()[:, 0])  # N x (size, size)
     masks = [mask[0].numpy() > 0.5 for _, mask in items]
-    _, seed_threshold, dice = best_decision(list(probs), masks, ["synthetic"] * len(items), thresholds=(threshold,))
-    return seed_threshold, dice
+    budget = images[:, 0].numel()  # real pixels at most: as many as the synthetic ones
+    for k in np.random.default_rng(seed).permutation(len(backgrounds)) if backgrounds is not None else ():
+        good = backgrounds.images[k]  # (H, W) float32 in [0, 1]
+        if good.size > budget and len(probs) > len(items):  # the first one counts whatever its size
+            break
+        budget -= good.size
+        probs.append(predict(model, good, device=device, flips=True))
+        masks.append(np.zeros(good.shape, bool))
+    return best_decision(probs, masks, ["one class"] * len(probs))

@@ -40,9 +40,9 @@ from .synth import Backgrounds
 
 FRESH, BASELINE = "fresh", "baseline"
 # Part of every cache key beside the recipe's settings: raise it when the code changes what the same settings
-# produce (2: fit re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too), so that no
-# cached result of older code is reused.
-REVISION = 3
+# produce (2: fit re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too; 4: pretrain
+# chooses its decision with the unpainted backgrounds too), so that no cached result of older code is reused.
+REVISION = 4
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,

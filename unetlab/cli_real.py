@@ -10,8 +10,8 @@ An engineer with pictures of good parts and a few labelled defects:
 Every command checks its inputs and its output folder before any work starts, and writes its files atomically.
 The decision travels in the checkpoint: a threshold and, when it scored better, a seed threshold (keep only
 the regions of defect pixels with a confident core: :mod:`unetlab.decision`). ``finetune`` chooses them on the
-images it holds out, ``pretrain`` on held-out synthetic samples; ``predict`` and ``evaluate`` use them unless
-``--threshold`` says otherwise (a plain threshold, without a seed threshold).
+images it holds out, ``pretrain`` on held-out synthetic samples and the unpainted backgrounds; ``predict`` and
+``evaluate`` use them unless ``--threshold`` says otherwise (a plain threshold, without a seed threshold).
 """
 
 from __future__ import annotations
@@ -297,8 +297,8 @@ def add_commands(sub) -> None:
                                         "images (--backgrounds)")
     p.add_argument("--out", required=True, help="folder for model.pt and pretrain.json")
     p.add_argument("--backgrounds", default=None,
-                   help="folder of defect-free images (any size, 8/16-bit, colour converted) to paint defects on; "
-                        "default: procedural surfaces")
+                   help="folder of defect-free images (any size, 8/16-bit, colour converted) to paint defects on, "
+                        "and whose false alarms count when the threshold is chosen; default: procedural surfaces")
     p.add_argument("--preset", choices=tuple(PRESETS), default=PretrainConfig().preset,
                    help=f"synthetic data preset (default {PretrainConfig().preset!r})")
     p.add_argument("--n-train", type=int, default=None, help=f"samples per epoch (default {PretrainConfig().n_train})")

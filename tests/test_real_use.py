@@ -11,7 +11,7 @@ import torch
 
 from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, RealSet, UNet, best_threshold,
                      defect_mask, finetune, holdout_split, load_backgrounds, load_checkpoint, make_sample, predict,
-                     pretrain, save_checkpoint, write_dataset)
+                     predict_masks, pretrain, save_checkpoint, score_masks, write_dataset)
 from unetlab.cli import main
 from unetlab.finetune import MixedWindows, image_counts, images_to_be_sure, win_rate
 
@@ -119,6 +119,16 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
     assert result.evals[0]["val_class_dice"] == result.val_score and 0 <= result.threshold < 1
     for name, value in result.model.state_dict().items():
         torch.testing.assert_close(value, kept[name])
+    # The start's own decision is kept with it: two held-out images cannot choose a threshold either.
+    kept_with = finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=said.append,
+                         start_decision=(0.85, 0.95))
+    assert (kept_with.threshold, kept_with.seed_threshold) == (0.85, 0.95) and "its own decision" in said[-1]
+    preds = predict_masks(model, data.subset(
+        [data.stems.index(stem) for stem in kept_with.val_stems]), 0.85, 0.95, device="cpu", progress=False)
+    assert kept_with.val_score == pytest.approx(score_masks(preds, data.subset(
+        [data.stems.index(stem) for stem in kept_with.val_stems]))["class_dice"], nan_ok=True)
+    with pytest.raises(ValueError, match="start_decision: seed_threshold"):
+        finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=said.append, start_decision=(0.5, 0.4))
 
 
 def test_unanimous_images_are_needed_in_a_number_that_can_reach_the_confidence():
@@ -238,6 +248,8 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     model, info = load_checkpoint(tmp_path / "ft" / "model.pt")
     assert info["threshold"] == record["threshold"] and (tmp_path / "ft" / "validation.png").is_file()
+    pretrained = load_checkpoint(tmp_path / "pre" / "model.pt")[1]
+    assert (info["threshold"], info["seed_threshold"]) == (pretrained["threshold"], pretrained["seed_threshold"])
     assert info["seed_threshold"] == record["seed_threshold"]
     with pytest.raises(SystemExit, match="exists; pass --overwrite"):
         main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"])

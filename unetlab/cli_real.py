@@ -137,7 +137,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         changes["min_steps"] = min(config.min_steps, changes["max_steps"])
     config = config.replace(**changes)
     device = resolve_device(args.device)
-    model, start = None, "fresh weights"
+    model, start, info = None, "fresh weights", {}
     if args.init.lower() != "none":
         model, info = load_checkpoint(args.init, device=device)
         if model.config["out_channels"] != 1:
@@ -146,7 +146,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     _allocator(args, device)
     print(f"unetlab {__version__} finetune on {device}: {len(data)} labelled images from {args.data}, starting from "
           f"{start}")
-    result = finetune(model, data, config, seed=args.seed, backgrounds=backgrounds, device=device)
+    result = finetune(model, data, config, seed=args.seed, backgrounds=backgrounds, device=device,
+                      start_decision=(info["threshold"], info["seed_threshold"]) if info else None)
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes
         return 0
     save_checkpoint(checkpoint, result.model, history=result.history, threshold=result.threshold,

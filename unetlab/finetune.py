@@ -54,8 +54,8 @@ from . import distributed
 from .augment import AugmentConfig
 from .checks import is_fraction, is_int, is_real
 from .data import SyntheticDefects
-from .decision import THRESHOLDS, best_decision
-from .evaluate import predict
+from .decision import THRESHOLDS, best_decision, check_decision
+from .evaluate import predict, predict_masks, score_masks
 from .history import History
 from .metrics import confusion_counts
 from .model import UNet
@@ -151,7 +151,8 @@ class FinetuneResult:
 
     Attributes:
         model: the binary UNet with the best weights, in eval mode.
-        threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions).
+        threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions), or
+            the ``start_decision``'s when the start is returned untrained.
         seed_threshold: chosen with it (:func:`unetlab.decision.best_decision`): None, or the probability a
             region of defect pixels must reach somewhere to be kept (:func:`unetlab.decision.defect_mask`).
         val_score: the held-out class Dice at that threshold.
@@ -249,8 +250,9 @@ def images_to_be_sure(confidence: float) -> int:
 
 
 def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = FinetuneConfig(), *, seed: int = 0,
-             backgrounds: Backgrounds | None = None, device: str | torch.device | None = None,
-             progress: bool = True, log: Callable[[str], None] = print) -> FinetuneResult:
+             backgrounds: Backgrounds | None = None, start_decision: tuple[float, float | None] | None = None,
+             device: str | torch.device | None = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> FinetuneResult:
     """Fine-tune ``model`` (or a fresh UNet) on ``data`` by the recipe of the module docstring.
 
     Args:
@@ -261,6 +263,10 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
             data give the same model on the same machine.
         backgrounds: defect-free images for the synthetic windows (``config.synthetic_share``); None: the
             training images of a defect-free class, if there are any (else every window is real).
+        start_decision: the ``(threshold, seed_threshold)`` stored with a pretrained ``model`` (e.g. by
+            :func:`unetlab.pretrain`), or None. When too few held-out images can judge anything and the start is
+            returned untrained, its own decision is kept too: images too few to choose a step are too few to
+            choose a threshold. Without it (or once training ran) the held-out images choose the decision.
         log: where the plan and the time estimate are written (``print`` by default).
 
     Under torchrun the processes train one model (see :mod:`unetlab.distributed`; ``config.batch_size`` is the
@@ -291,8 +297,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     if pretrained and with_defect < needed:  # no choice could be sure, and the start would be kept: skip training
         log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of any choice): keeping "
             f"the pretrained start untouched, without training (on so few labels training hurt it more often than "
-            f"it helped); label more images to fine-tune")
-        return _kept_start(model, train, val, device)
+            f"it helped)" + (", and its own decision" if start_decision else "") + "; label more images to fine-tune")
+        return _kept_start(model, train, val, start_decision, device)
     steps = config.steps_for(len(train))
     per_eval = steps // config.evals
     crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
@@ -411,10 +417,19 @@ def _flip_decision(model: nn.Module, val: RealSet, device) -> tuple[float, float
         [predict(model, image, device=device, flips=True) for image in val.images], val.masks, val.classes))
 
 
-def _kept_start(model: nn.Module, train: RealSet, val: RealSet, device) -> FinetuneResult:
-    """The untrained pretrained start as a :class:`FinetuneResult`, its decision chosen on ``val``."""
+def _kept_start(model: nn.Module, train: RealSet, val: RealSet, decision: tuple[float, float | None] | None,
+                device) -> FinetuneResult:
+    """The untrained pretrained start as a :class:`FinetuneResult` with its own ``decision`` (scored on ``val``),
+    or, without one, the decision ``val`` chooses."""
     begin = time.perf_counter()
-    threshold, seed_threshold, score = _flip_decision(model, val, device)
+    if decision is None or decision[0] is None:
+        threshold, seed_threshold, score = _flip_decision(model, val, device)
+    else:
+        threshold, seed_threshold = decision
+        check_decision(threshold, seed_threshold, "finetune's start_decision")
+        model.eval()
+        score = distributed.on_main(lambda: score_masks(predict_masks(
+            model, val, threshold, seed_threshold, device=device, progress=False), val)["class_dice"])
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=0, steps=0,
                           evals=[{"step": 0, "val_class_dice": score, "threshold": threshold}], history=History(),
                           train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin,

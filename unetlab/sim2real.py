@@ -183,7 +183,8 @@ def _run_one(e: Experiment, train: RealSet, test_set: RealSet, starts: dict, con
             threshold, seed_threshold = info.get("threshold") or 0.5, info.get("seed_threshold")
             row["checkpoint"] = str(Path(starts[e.start]).resolve())
         else:
-            result = finetune(model, train, config, seed=split, device=device, progress=progress, log=log)
+            result = finetune(model, train, config, seed=split, device=device, progress=progress, log=log,
+                              start_decision=(info["threshold"], info["seed_threshold"]) if info else None)
             model, threshold, seed_threshold = result.model, result.threshold, result.seed_threshold
             row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps)
             if saved is not None:

@@ -6,7 +6,7 @@ For every split seed: the split's fine-tune pool and test set (``real_splits``: 
 each k the first k pool images fine-tune the pretrained model and a fresh one by the same recipe
 (``unetlab.finetune``: it holds out a slice of the k images to choose the step and the threshold), and tune the
 classical baseline. Zero-shot (k = 0) is the pretrained model with the decision (threshold and seed threshold) it
-chose on synthetic samples.
+chose on synthetic samples and the pool's unpainted defect-free images.
 Everything is cached under ``--cache`` (delete it to measure again), so a second run prints at once.
 
     python benchmarks/bench_sim2real.py [--data FOLDER] [--splits 0 1 2] [--ks 0 5 10 20 50 all]

@@ -3,7 +3,8 @@ the ``transfer`` preset painted on the pool's defect-free images, and on variant
 
 Each variant is one ``unetlab.pretrain`` (8-10 minutes on a 2-core CPU with two variants running side by side,
 1 thread each; measured 2026-12-02) and a zero-shot score on the split's test set with the decision the model
-chose on synthetic samples (threshold and seed threshold); no real label is used anywhere.
+chose on synthetic samples and the unpainted backgrounds (threshold and seed threshold); no real label is used
+anywhere.
 Models and scores are cached under ``--cache`` per variant (the ``transfer`` variant is the very start of
 ``bench_sim2real.py``'s split, so the two benchmarks share it), and a second run prints at once.
 

@@ -54,6 +54,26 @@ def test_best_decision_takes_a_seed_threshold_only_when_it_scores_better():
         best_decision([prob], [truth, truth], ["a"])
 
 
+
+def test_good_parts_false_alarms_count_only_when_asked():
+    prob, truth = two_regions()
+    prob[10:13] = 0.2  # the defect image alone: threshold 0.2 is perfect there
+    good = np.full((16, 16), 0.2, np.float32)
+    good[4:12, 4:12] = 0.5  # a good part with a faint, wide response above 0.2 and below 0.6
+    no_defect = np.zeros_like(truth)
+    # Class Dice alone skips the class with no truth pixel, so the lowest perfect threshold wins.
+    assert best_decision([prob, good], [truth, no_defect], ["a", "free"]) == (0.2, None, 1.0)
+    threshold, seed, score = best_decision([prob, good], [truth, no_defect], ["a", "free"], count_good_parts=True)
+    assert (threshold, seed, score) == (0.5, None, 1.0)  # 0.5 clears the good part and keeps the defect
+    at_02 = best_decision([prob, good], [truth, no_defect], ["a", "free"], [0.2], (), count_good_parts=True)
+    assert at_02[2] == pytest.approx(2 * 18 / (2 * 18 + 64))  # the good part's 64 false positives count
+    # Two defect classes share them: 32 false positives each.
+    two = best_decision([prob, prob, good], [truth, truth, no_defect], ["a", "b", "free"], [0.2], (),
+                        count_good_parts=True)
+    assert two[2] == pytest.approx(2 * 18 / (2 * 18 + 32))
+    nothing = best_decision([good], [no_defect], ["free"], count_good_parts=True)  # no defect pixel: no choice
+    assert nothing[1] is None and np.isnan(nothing[2])
+
 def test_checkpoints_carry_the_seed_threshold(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35, seed_threshold=0.9)
     info = load_checkpoint(path)[1]

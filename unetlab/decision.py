@@ -4,7 +4,8 @@ A pixel is a defect when its probability is above ``threshold``. Optionally, a *
 in Canny's edge detector) keeps only the connected regions of those pixels (8-connected) that hold at least one
 pixel above ``seed_threshold``: a real defect has a confident core, while the faint, diffuse responses of a model to
 shading and texture rarely do. On real magnetic tiles it removed most of the false alarms on defect-free tiles and
-raised class Dice (README, "Sim to real"); the images that choose the threshold also choose whether to use it.
+raised class Dice (README, "Sim to real"); the images that choose the threshold also choose whether to use it,
+and the false alarms on the pictures of good parts among them can count against a decision too.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def defect_mask(prob: np.ndarray, threshold: float, seed_threshold: float | None
 
 
 def best_decision(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], classes: Sequence[str],
-                  thresholds: Sequence[float] = THRESHOLDS,
-                  seed_thresholds: Sequence[float] = SEED_THRESHOLDS) -> tuple[float, float | None, float]:
+                  thresholds: Sequence[float] = THRESHOLDS, seed_thresholds: Sequence[float] = SEED_THRESHOLDS, *,
+                  count_good_parts: bool = False) -> tuple[float, float | None, float]:
     """The decision with the highest class Dice of ``probs`` against ``masks``, and that class Dice.
 
     Args:
@@ -67,10 +68,15 @@ def best_decision(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
         thresholds: candidate thresholds in [0, 1).
         seed_thresholds: candidate seed thresholds besides None; each is tried with every threshold below it.
             Empty: the threshold alone is chosen.
+        count_good_parts: False: the images of a class without any truth pixel (a defect-free class, e.g.
+            "Free") take no part, as in :func:`unetlab.metrics.class_dice`. True: their false positives count
+            against the decision: each of their false-positive pixels adds 1/C of a false positive to each of the C
+            classes with truth pixels, so a decision that lights up good parts loses.
 
     Returns:
         ``(threshold, seed_threshold, class_dice)``; on ties no seed threshold, then the lowest ones. Class Dice
-        is NaN when no image has a defect pixel (then the first threshold and no seed threshold are returned).
+        (with the good parts' false positives when counted) is NaN when no image has a defect pixel (then the
+        first threshold and no seed threshold are returned).
     """
     if not len(probs) == len(masks) == len(classes):
         raise ValueError(f"best_decision got {len(probs)} probability maps, {len(masks)} masks and {len(classes)} "
@@ -94,6 +100,10 @@ def best_decision(probs: Sequence[np.ndarray], masks: Sequence[np.ndarray], clas
                     tp = int((pred & m).sum())
                     counts[:, k] += (tp, int(pred.sum()) - tp, int(m.sum()) - tp)
                 candidates.append((float(thr), float(seed), counts))
+    truth = plain[0, 0] + plain[2, 0] > 0  # (C,) the classes with truth pixels (tp + fn: the same for any decision)
+    if count_good_parts and truth.any():  # the defect-free classes' fp shared equally among the others
+        candidates = [(thr, seed, counts + np.outer([0, 1, 0], truth) * counts[1, ~truth].sum() / truth.sum())
+                      for thr, seed, counts in candidates]  # (3, C) float64 counts
     scores = [class_dice(*(torch.from_numpy(c) for c in counts)) for _, _, counts in candidates]
     if all(np.isnan(scores)):
         return float(thresholds[0]), None, float("nan")

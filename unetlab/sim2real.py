@@ -39,10 +39,14 @@ from .real import RealSet, real_splits
 from .synth import Backgrounds
 
 FRESH, BASELINE = "fresh", "baseline"
-# Part of every cache key beside the recipe's settings: raise it when the code changes what the same settings
-# produce (2: fit re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too; 4: pretrain
-# chooses its decision with the unpainted backgrounds too), so that no cached result of older code is reused.
-REVISION = 4
+# Part of the cache keys beside the recipe's settings: raise one when the code changes what the same settings
+# produce, so that no cached result of older code is reused. PRETRAIN_REVISION keys the pretrained starts (2: fit
+# re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too; 4: pretrain chooses its
+# decision with the unpainted backgrounds too); FINETUNE_REVISION the rows (it was PRETRAIN_REVISION up to 4;
+# 5: finetune's decision counts the false alarms on held-out defect-free images), so a change to fine-tuning
+# alone keeps the starts.
+PRETRAIN_REVISION = 4
+FINETUNE_REVISION = 5
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
@@ -59,7 +63,7 @@ def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
     """
     path = Path(folder) / "pretrained.pt"
     recipe = json.loads(json.dumps({**dataclasses.asdict(config), "split": split, "backgrounds": backgrounds,
-                                    "revision": REVISION}))
+                                    "revision": PRETRAIN_REVISION}))
     if path.is_file() and (load_checkpoint(path)[1]["data_config"] or {}).get("recipe") == recipe:
         log(f"split {split}: reusing the pretrained start {path}")
         return path
@@ -138,7 +142,7 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
             lowest = "2" if e.start == FRESH else "1" if e.start == BASELINE else "0 (zero-shot) or 2"
             raise ValueError(f"experiment {e.key}: k must be None (the whole pool) or from {lowest} to {len(pool)}")
     settings = json.loads(json.dumps({"config": dataclasses.asdict(config), "split": split, "pool": pool,
-                                      "test": test, "revision": REVISION}))
+                                      "test": test, "revision": FINETUNE_REVISION}))
     fingerprints = {name: _fingerprint(path) for name, path in starts.items()}
     done = _read_cache(cache, settings, fingerprints)
     reused = [e.key for e in plan if e.key in done]

@@ -137,6 +137,28 @@ def test_folder_errors_name_what_is_missing(tmp_path):
         DefectFolder(tmp_path)
 
 
+def test_folder_pairs_masks_named_with_a_suffix(tmp_path):
+    images = {name: np.full((8, 10), 40 * i, np.uint8) for i, name in enumerate(("a.png", "b.jpg", "c.png", "d.png"))}
+    masks = {"a.png": _mask(8, 10), "b_mask.png": _mask(8, 10), "c_GT.bmp": np.zeros((8, 10), np.uint8),
+             "d_Label.png": _mask(8, 10), "unused_mask.png": _mask(8, 10)}
+    ds = DefectFolder(_folder(tmp_path, images, masks))
+    assert ds.stems == ["a", "b", "c", "d"]
+    assert [p.name for p in ds.mask_paths] == ["a.png", "b_mask.png", "c_GT.bmp", "d_Label.png"]
+    assert [bool(ds.arrays(i)[1].any()) for i in range(4)] == [True, True, False, True]
+
+
+def test_folder_refuses_two_masks_for_one_image(tmp_path):
+    _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": _mask(8, 10), "a_mask.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"2 masks could belong to the image 'a' \(a.png, a_mask.png\)"):
+        DefectFolder(tmp_path)
+
+
+def test_folder_missing_mask_error_names_the_accepted_names(tmp_path):
+    _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a_seg.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"masks: a \(a mask is named <stem> or <stem>_mask/_label/_gt"):
+        DefectFolder(tmp_path)
+
+
 def test_folder_rejects_a_mask_of_the_wrong_size(tmp_path):
     ds = DefectFolder(_folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": _mask(9, 10)}))
     with pytest.raises(ValueError, match=r"mask .*a.png is 10x9 \(WxH\) but its image .*a.png is 10x8"):

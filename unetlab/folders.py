@@ -36,6 +36,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # The largest image read, in pixels: 100 MP is a 10000 x 10000 frame (400 MB as float32), larger than the frames
 # of industrial area cameras; a bigger file is refused from its header, before any decoding.
 MAX_IMAGE_PIXELS = 100_000_000
+# A mask may carry one of these after its image's stem (any case), as public defect datasets name them:
+# a.png -> masks/a.png, a_mask.png, a_label.bmp or a_GT.png.
+MASK_NAME_SUFFIXES = ("_mask", "_label", "_gt")
 # What write_dataset writes; --overwrite replaces only a folder that holds nothing else.
 DATASET_PARTS = ("images", "masks", "labels")
 
@@ -140,7 +143,9 @@ class DefectFolder(Dataset):
     """Image/mask pairs from a folder, in either of two layouts (detected automatically):
 
     - ``root/images/<stem>.*`` and ``root/masks/<stem>.*`` (same stem, any common image format), as written by
-      :func:`write_dataset` or the local real-data copy;
+      :func:`write_dataset` or the local real-data copy; the mask's stem may also end in one of
+      :data:`MASK_NAME_SUFFIXES` (``<stem>_mask``, ``<stem>_label``, ``<stem>_GT``, any case), but an image
+      with two candidate masks is an error;
     - the original magnetic-tile layout, ``root/MT_<Class>/Imgs/<stem>.jpg`` beside its mask ``<stem>.png``;
       item stems become ``<Class>__<stem>`` so they stay unique across classes.
 
@@ -178,7 +183,7 @@ class DefectFolder(Dataset):
             if return_labels:
                 raise ValueError(f"{self.root} is in the magnetic-tile layout, which has no labels/ folder")
             images, masks, folder_class = _mt_pairs(mt_folders)
-            where = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them"
+            where, hint = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them", ""
         else:
             for sub in ("images", "masks") + (("labels",) if return_labels else ()):
                 if not (self.root / sub).is_dir():
@@ -186,15 +191,16 @@ class DefectFolder(Dataset):
                                             f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
                                             f"folders)")
             images = _by_stem(self.root / "images")
-            masks = _by_stem(self.root / "masks")
+            masks = _masks_by_image(images, _by_stem(self.root / "masks"), self.root / "masks")
             folder_class = {}
             where = f"in {self.root / 'images'} have no mask in {self.root / 'masks'}"
+            hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
         if not images:
             raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         missing = sorted(set(images) - set(masks))
         if missing:
             raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(missing[:5])}"
-                             f"{', ...' if len(missing) > 5 else ''}")
+                             f"{', ...' if len(missing) > 5 else ''}{hint}")
         self.stems = sorted(images)
         self.image_paths = [images[s] for s in self.stems]
         self.mask_paths = [masks[s] for s in self.stems]
@@ -244,6 +250,27 @@ def _by_stem(folder: Path, keep=lambda path: True) -> dict[str, Path]:
             raise ValueError(f"{folder}: {len(paths)} files share the stem {stem!r} "
                              f"({', '.join(sorted(p.name for p in paths))}); keep one of them")
     return {stem: paths[0] for stem, paths in found.items()}
+
+
+def _masks_by_image(images: dict[str, Path], masks: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """The mask of each image stem that has one: ``masks[stem]`` or a mask named ``<stem>`` plus one of
+    :data:`MASK_NAME_SUFFIXES` (any case). ValueError when an image has two candidates (never guessed)."""
+    by_base = defaultdict(list)  # image stem -> the mask stems that name it
+    for name in masks:
+        by_base[name].append(name)
+        for suffix in MASK_NAME_SUFFIXES:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                by_base[name[:-len(suffix)]].append(name)
+    found = {}
+    for stem in images:
+        candidates = by_base.get(stem, [])
+        if len(candidates) > 1:
+            names = ", ".join(sorted(masks[c].name for c in candidates))
+            raise ValueError(f"{folder}: {len(candidates)} masks could belong to the image {stem!r} ({names}); "
+                             f"keep one of them")
+        if candidates:
+            found[stem] = masks[candidates[0]]
+    return found
 
 
 def _mt_pairs(folders: list[Path]) -> tuple[dict[str, Path], dict[str, Path], dict[str, str]]:

@@ -147,6 +147,13 @@ def test_folder_pairs_masks_named_with_a_suffix(tmp_path):
     assert [bool(ds.arrays(i)[1].any()) for i in range(4)] == [True, True, False, True]
 
 
+def test_folder_gives_a_mask_named_like_an_image_to_that_image_only(tmp_path):
+    blank = np.zeros((8, 10), np.uint8)
+    _folder(tmp_path, {"a.png": blank, "a_gt.png": blank}, {"a_gt.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"1 image\(s\) in .*images have no mask in .*masks: a \("):
+        DefectFolder(tmp_path)
+
+
 def test_folder_refuses_two_masks_for_one_image(tmp_path):
     _folder(tmp_path, {"a.png": np.zeros((8, 10), np.uint8)}, {"a.png": _mask(8, 10), "a_mask.png": _mask(8, 10)})
     with pytest.raises(ValueError, match=r"2 masks could belong to the image 'a' \(a.png, a_mask.png\)"):

@@ -258,6 +258,8 @@ def _masks_by_image(images: dict[str, Path], masks: dict[str, Path], folder: Pat
     by_base = defaultdict(list)  # image stem -> the mask stems that name it
     for name in masks:
         by_base[name].append(name)
+        if name in images:  # images x and x_gt: the mask x_gt is x_gt's, never x's too
+            continue
         for suffix in MASK_NAME_SUFFIXES:
             if name.lower().endswith(suffix) and len(name) > len(suffix):
                 by_base[name[:-len(suffix)]].append(name)

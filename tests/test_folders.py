@@ -252,3 +252,27 @@ def test_the_same_stem_in_two_formats_is_refused_naming_both_files(tmp_path):
         cv2.imwrite(str(imgs / name), np.zeros((8, 10), np.uint8))
     with pytest.raises(ValueError, match=r"Imgs: 2 files share the stem 'x' \(x.JPG, x.jpg\)"):
         DefectFolder(tmp_path / "mt")
+
+
+def test_folder_reads_images_without_a_mask_as_good_parts_only_when_asked(tmp_path):
+    blank = np.zeros((8, 10), np.uint8)
+    _folder(tmp_path, {"a.png": blank, "ok_1.png": blank, "ok_2.png": blank}, {"a_mask.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"2 image\(s\) .*: ok_1, ok_2 .*missing_masks='good'"):
+        DefectFolder(tmp_path)
+    ds = DefectFolder(tmp_path, missing_masks="good")
+    assert ds.stems == ["a", "ok_1", "ok_2"] and ds.n_without_mask == 2
+    assert ds.mask_paths[1:] == [None, None] and ds.classes == ["defect", "good", "good"]
+    image, mask = ds[1]
+    assert image.shape == mask.shape == (1, 8, 10) and mask.sum() == 0
+    assert ds[0][1].sum() == 18
+    with pytest.raises(ValueError, match=r"missing_masks must be one of \('error', 'good'\); got 'empty'"):
+        DefectFolder(tmp_path, missing_masks="empty")
+
+
+def test_folder_of_good_parts_needs_no_masks_folder_when_asked(tmp_path):
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "g.png"), np.zeros((8, 10), np.uint8))
+    with pytest.raises(FileNotFoundError, match="has no masks/ folder.*--missing-masks good"):
+        DefectFolder(tmp_path)
+    ds = DefectFolder(tmp_path, missing_masks="good")
+    assert ds.classes == ["good"] and not ds.arrays(0)[1].any()

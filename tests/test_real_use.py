@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import cv2
 import numpy as np
@@ -363,3 +365,24 @@ def test_predict_and_evaluate_use_the_checkpoints_seed_threshold(labelled, tmp_p
     assert main(["evaluate", "--checkpoint", str(path), "--data", str(labelled),
                  "--out", str(tmp_path / "scores.json")]) == 0
     assert json.loads((tmp_path / "scores.json").read_text())["seed_threshold"] == seed
+
+
+def test_finetune_and_evaluate_read_good_parts_without_masks_when_asked(labelled, tmp_path, capsys):
+    root = tmp_path / "mvtec_like"  # good parts come without a mask file, as in MVTec AD or DAGM
+    shutil.copytree(labelled, root)
+    for i in range(3):
+        cv2.imwrite(str(root / "images" / f"ok_{i}.png"), np.full((64, 64), 120 + 10 * i, np.uint8))
+    assert main(["finetune", "--data", str(root), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"]) == 2
+    assert re.search(r"3 image\(s\) .*ok_0, ok_1, ok_2.*--missing-masks good", capsys.readouterr().err)
+    assert not (tmp_path / "ft" / "model.pt").exists()
+    data = RealSet.load(root, progress=False, missing_masks="good")
+    assert [data.stems[i] for i in data.good_parts()] == ["ok_0", "ok_1", "ok_2"]
+    assert main(["finetune", "--data", str(root), "--init", "none", "--out", str(tmp_path / "ft"), "--quick",
+                 "--missing-masks", "good"]) == 0
+    record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert {s for s in record["train_stems"] + record["val_stems"] if s.startswith("ok_")} == {"ok_0", "ok_1", "ok_2"}
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--data", str(root),
+                 "--missing-masks", "good", "--out", str(tmp_path / "scores.json")]) == 0
+    assert "11 images (3 defect-free)" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert scores["n_defect_free"] == 3 and set(scores["per_class"]) == {"A", "B"}

@@ -397,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="model.pt written by train or demo")
     _add_run_options(p, training=False)
     p.add_argument("--data", default=None, help="labelled folder to evaluate on (images/ + masks/, any sizes)")
+    cli_real.add_missing_masks(p)
     p.add_argument("--figures", default="figures", help="folder for the PNG figures")
     p.add_argument("--out", default=None, help="also write the scores to this JSON file")
     p.set_defaults(func=cmd_evaluate)

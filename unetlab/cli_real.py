@@ -33,7 +33,7 @@ from .decision import defect_mask
 from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import predict, predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
-from .folders import IMAGE_SUFFIXES, read_image
+from .folders import IMAGE_SUFFIXES, MISSING_MASKS, read_image
 from .io import atomic_write, check_writable, write_json
 from .pretrain import PretrainConfig, pretrain
 from .real import RealSet, load_backgrounds
@@ -128,7 +128,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     out = check_writable(Path(args.out))
     checkpoint = _fresh_checkpoint(out, args.overwrite)
-    data = RealSet.load(args.data, progress=distributed.is_main())
+    data = RealSet.load(args.data, progress=distributed.is_main(), missing_masks=args.missing_masks)
     backgrounds = load_backgrounds(args.backgrounds, progress=distributed.is_main()) if args.backgrounds else None
     config = FinetuneConfig(**(QUICK_FINETUNE if args.quick else {}))
     changes = {k: getattr(args, k) for k in ("crop", "steps_per_image", "max_steps", "synthetic_share")
@@ -257,7 +257,7 @@ def evaluate_folder(model, info: dict, args: argparse.Namespace) -> int:
     """Score a binary model on a labelled real folder: print and (``--out``) write the real-data scores."""
     if args.out:
         check_writable(Path(args.out).parent)
-    data = RealSet.load(args.data)
+    data = RealSet.load(args.data, missing_masks=args.missing_masks)
     threshold, seed_threshold, source = _decision(args, info)
     scores = score_masks(predict_masks(model, data, threshold, seed_threshold, device=args.device), data)
     per_image = scores.pop("per_image_dice")
@@ -291,6 +291,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="on a CPU, let glibc keep freed memory for reuse (process-wide; faster training)")
 
 
+def add_missing_masks(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--missing-masks", choices=MISSING_MASKS, default="error",
+                   help="an image of --data without a mask: 'error' (default: a forgotten mask is never read as "
+                        "'no defect') or 'good' (a defect-free part, as in MVTec AD or DAGM folders)")
+
+
 def add_commands(sub) -> None:
     """Register ``pretrain``, ``finetune`` and ``predict`` on the ``unetlab`` parser's sub-commands."""
     d = FinetuneConfig()
@@ -310,6 +316,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("finetune", help="train a binary model on a folder of labelled real images")
     p.add_argument("--data", required=True, help="labelled folder (images/ + masks/, a mask named <stem> or "
                    "<stem>_mask/_label/_GT; or the magnetic-tile layout)")
+    add_missing_masks(p)
     p.add_argument("--init", required=True, help="checkpoint to start from (e.g. from pretrain), or 'none'")
     p.add_argument("--out", required=True, help="folder for model.pt, finetune.json and validation.png")
     p.add_argument("--crop", type=int, default=None, help=f"training window side, px (default {d.crop})")

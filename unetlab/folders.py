@@ -39,6 +39,13 @@ MAX_IMAGE_PIXELS = 100_000_000
 # A mask may carry one of these after its image's stem (any case), as public defect datasets name them:
 # a.png -> masks/a.png, a_mask.png, a_label.bmp or a_GT.png.
 MASK_NAME_SUFFIXES = ("_mask", "_label", "_gt")
+# What DefectFolder does with an image that has no mask: refuse the folder (a forgotten or misnamed mask must not
+# become a "no defect" label unnoticed), or read the image as a good part (all-zero mask, class GOOD_CLASS), as in
+# datasets whose defect-free images come without a mask file (MVTec AD and DAGM are laid out so).
+MISSING_MASKS = ("error", "good")
+GOOD_CLASS = "good"
+_GOOD_HINT = ("; if the images without a mask are defect-free parts, pass missing_masks='good' (command line: "
+              "--missing-masks good)")
 # What write_dataset writes; --overwrite replaces only a folder that holds nothing else.
 DATASET_PARTS = ("images", "masks", "labels")
 
@@ -153,13 +160,19 @@ class DefectFolder(Dataset):
     ``(image, mask)`` tensors as in :mod:`unetlab.data`; with ``return_labels=True`` the folder must also hold
     ``labels/`` (class ids), as a synthetic one does.
 
+    Images without a mask: ``missing_masks="error"`` (the default) refuses the folder and names them;
+    ``"good"`` reads each as a defect-free part: an all-zero mask (its ``mask_paths`` entry is ``None``) and the
+    class ``"good"`` unless the manifest or its ``MT_<Class>`` folder names one. With ``"good"``, ``masks/`` may
+    be absent (a folder of good parts only).
+
     Masks: ``mask_threshold=None`` (the default) requires strictly binary masks and names any file that is not;
     an int binarises as value > threshold; ``"auto"`` applies :func:`binarize_mask`: a 0/1 mask is read as is,
     any other as value >= half the dtype range (128 for 8-bit, 32768 for 16-bit). Real masks with anti-aliased
     edges, such as the original magnetic-tile ones, need ``"auto"``.
 
     Attributes:
-        stems: item names, sorted. image_paths, mask_paths: their files.
+        stems: item names, sorted. image_paths, mask_paths: their files (``None``: no mask, a good part).
+        n_without_mask: how many images had no mask file (read as good parts; 0 unless ``missing_masks="good"``).
         classes: one class name per item: the ``defect_class`` column of ``root/manifest.csv`` (columns
             ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` folder, else the stem's
             prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
@@ -167,17 +180,20 @@ class DefectFolder(Dataset):
     Args:
         root: the dataset folder.
         mask_threshold: ``None``, an int >= 0, or ``"auto"`` (see above).
+        missing_masks: ``"error"`` or ``"good"`` (see above).
         return_labels: also return (H, W) int64 class labels from ``root/labels/``.
     """
 
     def __init__(self, root: str | os.PathLike, mask_threshold: int | str | None = None,
-                 return_labels: bool = False) -> None:
+                 return_labels: bool = False, missing_masks: str = "error") -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data folder not found: {self.root}")
         valid = mask_threshold in (None, "auto") or (is_int(mask_threshold) and mask_threshold >= 0)
         if not valid:
             raise ValueError(f"mask_threshold must be None, 'auto' or an int >= 0; got {mask_threshold!r}")
+        if missing_masks not in MISSING_MASKS:
+            raise ValueError(f"missing_masks must be one of {MISSING_MASKS}; got {missing_masks!r}")
         mt_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
         if mt_folders and not (self.root / "images").is_dir():
             if return_labels:
@@ -186,26 +202,29 @@ class DefectFolder(Dataset):
             where, hint = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them", ""
         else:
             for sub in ("images", "masks") + (("labels",) if return_labels else ()):
-                if not (self.root / sub).is_dir():
+                if not (self.root / sub).is_dir() and not (sub == "masks" and missing_masks == "good"):
                     raise FileNotFoundError(f"{self.root} has no {sub}/ folder; expected {self.root}/images/ and "
                                             f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
-                                            f"folders)")
+                                            f"folders){_GOOD_HINT if sub == 'masks' else ''}")
             images = _by_stem(self.root / "images")
-            masks = _masks_by_image(images, _by_stem(self.root / "masks"), self.root / "masks")
+            found = _by_stem(self.root / "masks") if (self.root / "masks").is_dir() else {}
+            masks = _masks_by_image(images, found, self.root / "masks")
             folder_class = {}
             where = f"in {self.root / 'images'} have no mask in {self.root / 'masks'}"
             hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
         if not images:
             raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         missing = sorted(set(images) - set(masks))
-        if missing:
+        if missing and missing_masks == "error":
             raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(missing[:5])}"
-                             f"{', ...' if len(missing) > 5 else ''}{hint}")
+                             f"{', ...' if len(missing) > 5 else ''}{hint}{_GOOD_HINT}")
         self.stems = sorted(images)
         self.image_paths = [images[s] for s in self.stems]
-        self.mask_paths = [masks[s] for s in self.stems]
+        self.mask_paths = [masks.get(s) for s in self.stems]
+        self.n_without_mask = len(missing)
         manifest = _manifest_classes(self.root / "manifest.csv")
-        self.classes = [manifest.get(s) or folder_class.get(s) or _stem_class(s) for s in self.stems]
+        self.classes = [manifest.get(s) or folder_class.get(s) or (GOOD_CLASS if s in missing else _stem_class(s))
+                        for s in self.stems]
         self.label_paths = None
         if return_labels:
             labels = _by_stem(self.root / "labels")
@@ -220,8 +239,11 @@ class DefectFolder(Dataset):
         return len(self.stems)
 
     def arrays(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``i`` as numpy: (H, W) float32 image in [0, 1] and (H, W) bool mask (checked to match)."""
+        """Item ``i`` as numpy: (H, W) float32 image in [0, 1] and (H, W) bool mask (checked to match; all False
+        for a good part without a mask file)."""
         image = read_image(self.image_paths[i])
+        if self.mask_paths[i] is None:
+            return image, np.zeros(image.shape, bool)
         mask = read_mask(self.mask_paths[i], self.mask_threshold)
         if mask.shape != image.shape:
             raise ValueError(f"mask {self.mask_paths[i]} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "

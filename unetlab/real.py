@@ -226,10 +226,11 @@ class RealSet:
     stems: list[str]
 
     @classmethod
-    def load(cls, root: str | os.PathLike, progress: bool = True) -> RealSet:
+    def load(cls, root: str | os.PathLike, progress: bool = True, missing_masks: str = "error") -> RealSet:
         """Read every image/mask pair of ``root`` (any layout :class:`unetlab.DefectFolder` reads), binarising
-        masks with its documented ``"auto"`` rule."""
-        folder = DefectFolder(root, mask_threshold="auto")
+        masks with its documented ``"auto"`` rule; ``missing_masks="good"`` reads an image without a mask as a
+        good part (class ``"good"``), as :class:`unetlab.DefectFolder` documents."""
+        folder = DefectFolder(root, mask_threshold="auto", missing_masks=missing_masks)
         images, masks = [], []
         for i in tqdm(range(len(folder)), desc="reading real images", unit="image", disable=not progress):
             image, mask = folder.arrays(i)

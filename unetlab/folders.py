@@ -172,7 +172,6 @@ class DefectFolder(Dataset):
 
     Attributes:
         stems: item names, sorted. image_paths, mask_paths: their files (``None``: no mask, a good part).
-        n_without_mask: how many images had no mask file (read as good parts; 0 unless ``missing_masks="good"``).
         classes: one class name per item: the ``defect_class`` column of ``root/manifest.csv`` (columns
             ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` folder, else the stem's
             prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
@@ -180,8 +179,8 @@ class DefectFolder(Dataset):
     Args:
         root: the dataset folder.
         mask_threshold: ``None``, an int >= 0, or ``"auto"`` (see above).
-        missing_masks: ``"error"`` or ``"good"`` (see above).
         return_labels: also return (H, W) int64 class labels from ``root/labels/``.
+        missing_masks: ``"error"`` or ``"good"`` (see above).
     """
 
     def __init__(self, root: str | os.PathLike, mask_threshold: int | str | None = None,
@@ -214,14 +213,13 @@ class DefectFolder(Dataset):
             hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
         if not images:
             raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        missing = sorted(set(images) - set(masks))
+        missing = set(images) - set(masks)
         if missing and missing_masks == "error":
-            raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(missing[:5])}"
+            raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(sorted(missing)[:5])}"
                              f"{', ...' if len(missing) > 5 else ''}{hint}{_GOOD_HINT}")
         self.stems = sorted(images)
         self.image_paths = [images[s] for s in self.stems]
         self.mask_paths = [masks.get(s) for s in self.stems]
-        self.n_without_mask = len(missing)
         manifest = _manifest_classes(self.root / "manifest.csv")
         self.classes = [manifest.get(s) or folder_class.get(s) or (GOOD_CLASS if s in missing else _stem_class(s))
                         for s in self.stems]

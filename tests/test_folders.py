@@ -276,3 +276,51 @@ def test_folder_of_good_parts_needs_no_masks_folder_when_asked(tmp_path):
         DefectFolder(tmp_path)
     ds = DefectFolder(tmp_path, missing_masks="good")
     assert ds.classes == ["good"] and not ds.arrays(0)[1].any()
+
+
+def _mvtec(root, files):
+    """An MVTec AD category: ``files`` maps a path below ``root`` (e.g. "test/crack/000.png") to a uint8 array."""
+    for name, array in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / name), array)
+    return root
+
+
+def test_folder_reads_the_mvtec_layout_with_good_parts_by_folder_name(tmp_path):
+    blank, defect = np.zeros((8, 10), np.uint8), _mask(8, 10)
+    root = _mvtec(tmp_path / "bottle", {"train/good/000.png": blank, "train/good/001.png": blank,
+                                        "test/good/000.png": blank, "test/crack/000.png": blank,
+                                        "test/crack/001.png": blank, "ground_truth/crack/000_mask.png": defect,
+                                        "ground_truth/crack/001_mask.png": defect})
+    ds = DefectFolder(root)  # the strict default: good/ is defect-free by the layout, not a missing mask
+    assert ds.stems == ["crack__test_000", "crack__test_001", "good__test_000", "good__train_000",
+                        "good__train_001"]
+    assert ds.classes == ["crack", "crack", "good", "good", "good"]
+    assert [p.name if p else None for p in ds.mask_paths] == ["000_mask.png", "001_mask.png", None, None, None]
+    assert [int(ds[i][1].sum()) for i in range(len(ds))] == [18, 18, 0, 0, 0]
+    with pytest.raises(ValueError, match="MVTec AD layout, which has no labels/"):
+        DefectFolder(root, return_labels=True)
+
+
+def test_folder_in_the_mvtec_layout_refuses_a_defect_image_without_a_mask_and_orphan_masks(tmp_path):
+    blank = np.zeros((8, 10), np.uint8)
+    root = _mvtec(tmp_path / "cat", {"test/good/000.png": blank, "test/hole/000.png": blank,
+                                     "test/hole/001.png": blank, "ground_truth/hole/000_mask.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"1 image\(s\) in .*cat/\{train,test\}/<class>/ have no mask in "
+                                         r".*cat/ground_truth/<class>/: hole__test_001 .*missing_masks='good'"):
+        DefectFolder(root)
+    ds = DefectFolder(root, missing_masks="good")  # its class stays the folder's, so good_parts() skips it
+    assert ds.classes == ["good", "hole", "hole"] and ds.mask_paths[2] is None
+    _mvtec(root, {"ground_truth/scratch/000_mask.png": _mask(8, 10)})
+    with pytest.raises(ValueError, match=r"ground_truth has mask folders with no image folder of the same name in "
+                                         r"test/: scratch"):
+        DefectFolder(root)
+
+
+def test_a_folder_of_mvtec_categories_is_refused_naming_them(tmp_path):
+    for category in ("bottle", "cable"):
+        _mvtec(tmp_path / category, {"test/good/000.png": np.zeros((8, 10), np.uint8)})
+        (tmp_path / category / "ground_truth").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"holds 2 MVTec AD categories \(bottle, cable\): pass one of them, "
+                                                r"e\.g\. .*bottle"):
+        DefectFolder(tmp_path)

@@ -386,3 +386,26 @@ def test_finetune_and_evaluate_read_good_parts_without_masks_when_asked(labelled
     assert "11 images (3 defect-free)" in capsys.readouterr().out
     scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
     assert scores["n_defect_free"] == 3 and set(scores["per_class"]) == {"A", "B"}
+
+
+def test_finetune_and_evaluate_read_an_mvtec_category_as_it_ships(labelled, tmp_path, capsys):
+    root = tmp_path / "bottle"  # MVTec AD: train/good, test/<defect> with ground_truth/<defect>/<stem>_mask
+    for part in ("train/good", "test/good", "test/A", "test/B", "ground_truth/A", "ground_truth/B"):
+        (root / part).mkdir(parents=True)
+    for path in sorted((labelled / "images").iterdir()):
+        cls, n = path.stem.split("__")
+        shutil.copy(path, root / "test" / cls / f"{n}.png")
+        shutil.copy(labelled / "masks" / path.name, root / "ground_truth" / cls / f"{n}_mask.png")
+    for split, n in (("train", 3), ("test", 2)):
+        for i in range(n):
+            cv2.imwrite(str(root / split / "good" / f"{i}.png"), np.full((64, 64), 120 + 10 * i, np.uint8))
+    assert main(["finetune", "--data", str(root), "--init", "none", "--out", str(tmp_path / "ft"), "--quick"]) == 0
+    record = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    stems = record["train_stems"] + record["val_stems"]
+    assert len(stems) == 13 and {s for s in stems if s.startswith("good__")} == {
+        "good__train_0", "good__train_1", "good__train_2", "good__test_0", "good__test_1"}
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ft" / "model.pt"), "--data", str(root),
+                 "--out", str(tmp_path / "scores.json")]) == 0
+    assert "13 images (5 defect-free)" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
+    assert scores["n_defect_free"] == 5 and set(scores["per_class"]) == {"A", "B"}

@@ -396,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "of real images (class Dice, per class, pooled, false alarms)")
     p.add_argument("--checkpoint", required=True, help="model.pt written by train or demo")
     _add_run_options(p, training=False)
-    p.add_argument("--data", default=None, help="labelled folder to evaluate on (images/ + masks/, any sizes)")
+    p.add_argument("--data", default=None,
+                   help="labelled folder to evaluate on (any layout finetune --data reads; any sizes)")
     cli_real.add_missing_masks(p)
     p.add_argument("--figures", default="figures", help="folder for the PNG figures")
     p.add_argument("--out", default=None, help="also write the scores to this JSON file")

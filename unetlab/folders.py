@@ -1,5 +1,5 @@
-"""Image folders on disk: read images and masks, the two folder layouts :class:`DefectFolder` reads, and writing
-a synthetic dataset as files.
+"""Image folders on disk: read images and masks, the three folder layouts :class:`DefectFolder` reads, and
+writing a synthetic dataset as files.
 
 Items are the tensors of :mod:`unetlab.data` (``(image, mask)`` or ``(image, mask, labels)``). Real masks are
 binarised by one rule (:func:`binarize_mask`): a mask whose maximum is 0 or 1 is read as 0/1 (defect where
@@ -147,14 +147,18 @@ def _check_size(path: Path) -> None:
 
 
 class DefectFolder(Dataset):
-    """Image/mask pairs from a folder, in either of two layouts (detected automatically):
+    """Image/mask pairs from a folder, in one of three layouts (detected automatically):
 
     - ``root/images/<stem>.*`` and ``root/masks/<stem>.*`` (same stem, any common image format), as written by
       :func:`write_dataset` or the local real-data copy; the mask's stem may also end in one of
       :data:`MASK_NAME_SUFFIXES` (``<stem>_mask``, ``<stem>_label``, ``<stem>_GT``, any case), but an image
       with two candidate masks is an error;
     - the original magnetic-tile layout, ``root/MT_<Class>/Imgs/<stem>.jpg`` beside its mask ``<stem>.png``;
-      item stems become ``<Class>__<stem>`` so they stay unique across classes.
+      item stems become ``<Class>__<stem>`` so they stay unique across classes;
+    - the MVTec AD layout of one category, ``root/{train,test}/<class>/<stem>.*`` with masks in
+      ``root/ground_truth/<class>/`` (named ``<stem>_mask`` or as above); the images of a class folder named
+      ``good`` are defect-free parts by that layout's convention and need no mask; item stems become
+      ``<class>__<split>_<stem>`` (``crack__test_000``).
 
     Images may have any size, 8 or 16 bits; colour is converted to gray (with a warning). Items are
     ``(image, mask)`` tensors as in :mod:`unetlab.data`; with ``return_labels=True`` the folder must also hold
@@ -162,8 +166,8 @@ class DefectFolder(Dataset):
 
     Images without a mask: ``missing_masks="error"`` (the default) refuses the folder and names them;
     ``"good"`` reads each as a defect-free part: an all-zero mask (its ``mask_paths`` entry is ``None``) and the
-    class ``"good"`` unless the manifest or its ``MT_<Class>`` folder names one. With ``"good"``, ``masks/`` may
-    be absent (a folder of good parts only).
+    class ``"good"`` unless the manifest or its ``MT_<Class>`` or MVTec class folder names one. With ``"good"``,
+    ``masks/`` may be absent (a folder of good parts only).
 
     Masks: ``mask_threshold=None`` (the default) requires strictly binary masks and names any file that is not;
     an int binarises as value > threshold; ``"auto"`` applies :func:`binarize_mask`: a 0/1 mask is read as is,
@@ -173,7 +177,8 @@ class DefectFolder(Dataset):
     Attributes:
         stems: item names, sorted. image_paths, mask_paths: their files (``None``: no mask, a good part).
         classes: one class name per item: the ``defect_class`` column of ``root/manifest.csv`` (columns
-            ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` folder, else the stem's
+            ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` or MVTec class folder, else the
+            stem's
             prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
 
     Args:
@@ -194,26 +199,33 @@ class DefectFolder(Dataset):
         if missing_masks not in MISSING_MASKS:
             raise ValueError(f"missing_masks must be one of {MISSING_MASKS}; got {missing_masks!r}")
         mt_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
-        if mt_folders and not (self.root / "images").is_dir():
-            if return_labels:
-                raise ValueError(f"{self.root} is in the magnetic-tile layout, which has no labels/ folder")
+        layout = ("images" if (self.root / "images").is_dir() else "magnetic-tile" if mt_folders
+                  else "MVTec AD" if _is_mvtec(self.root) else "images")
+        if layout != "images" and return_labels:
+            raise ValueError(f"{self.root} is in the {layout} layout, which has no labels/ folder")
+        hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
+        good_by_layout = set()
+        if layout == "magnetic-tile":
             images, masks, folder_class = _mt_pairs(mt_folders)
             where, hint = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them", ""
+        elif layout == "MVTec AD":
+            images, masks, folder_class, good_by_layout = _mvtec_pairs(self.root)
+            where = f"in {self.root}/{{train,test}}/<class>/ have no mask in {self.root}/ground_truth/<class>/"
         else:
             for sub in ("images", "masks") + (("labels",) if return_labels else ()):
                 if not (self.root / sub).is_dir() and not (sub == "masks" and missing_masks == "good"):
                     raise FileNotFoundError(f"{self.root} has no {sub}/ folder; expected {self.root}/images/ and "
                                             f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
-                                            f"folders){_GOOD_HINT if sub == 'masks' else ''}")
+                                            f"folders, or MVTec AD's train/, test/ and ground_truth/)"
+                                            f"{_GOOD_HINT if sub == 'masks' else ''}{_category_hint(self.root)}")
             images = _by_stem(self.root / "images")
             found = _by_stem(self.root / "masks") if (self.root / "masks").is_dir() else {}
             masks = _masks_by_image(images, found, self.root / "masks")
             folder_class = {}
             where = f"in {self.root / 'images'} have no mask in {self.root / 'masks'}"
-            hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
         if not images:
             raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        missing = set(images) - set(masks)
+        missing = set(images) - set(masks) - good_by_layout
         if missing and missing_masks == "error":
             raise ValueError(f"{len(missing)} image(s) {where}: {', '.join(sorted(missing)[:5])}"
                              f"{', ...' if len(missing) > 5 else ''}{hint}{_GOOD_HINT}")
@@ -308,6 +320,46 @@ def _mt_pairs(folders: list[Path]) -> tuple[dict[str, Path], dict[str, Path], di
             found.update({f"{name}__{stem}": path for stem, path in files.items()})
             classes.update({f"{name}__{stem}": name for stem in files})
     return images, masks, classes
+
+
+def _is_mvtec(root: Path) -> bool:
+    """Whether ``root`` is one MVTec AD category: ``test/`` and ``ground_truth/`` folders (``train/`` optional)."""
+    return (root / "test").is_dir() and (root / "ground_truth").is_dir()
+
+
+def _category_hint(root: Path) -> str:
+    """A hint when ``root`` holds MVTec AD categories (``root/<category>/test/``) rather than being one."""
+    categories = sorted(p.name for p in root.iterdir() if p.is_dir() and _is_mvtec(p))
+    if not categories:
+        return ""
+    return (f". {root} holds {len(categories)} MVTec AD categories ({', '.join(categories[:3])}"
+            f"{', ...' if len(categories) > 3 else ''}): pass one of them, e.g. {root / categories[0]}")
+
+
+def _mvtec_pairs(root: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, str], set[str]]:
+    """Images, masks, classes by stem ``<class>__<split>_<stem>`` from one MVTec AD category, and the stems of
+    the ``good`` class folders' images (defect-free by the layout; they need no mask)."""
+    images, masks, classes, good = {}, {}, {}, set()
+    truth = {p.name: p for p in (root / "ground_truth").iterdir() if p.is_dir()}
+    splits = [s for s in ("train", "test") if (root / s).is_dir()]
+    seen = set()
+    for split in splits:
+        for folder in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+            name = folder.name
+            seen.add(name)
+            files = _by_stem(folder)
+            found = _masks_by_image(files, _by_stem(truth[name]), truth[name]) if name in truth else {}
+            key = {stem: f"{name}__{split}_{stem}" for stem in files}
+            images.update({key[stem]: path for stem, path in files.items()})
+            masks.update({key[stem]: path for stem, path in found.items()})
+            classes.update({key[stem]: name for stem in files})
+            if name.lower() == GOOD_CLASS:
+                good.update(key[stem] for stem in files if stem not in found)
+    orphans = sorted(set(truth) - seen)
+    if orphans:
+        raise ValueError(f"{root}/ground_truth has mask folders with no image folder of the same name in "
+                         f"{' or '.join(s + '/' for s in splits)}: {', '.join(orphans)}")
+    return images, masks, classes, good
 
 
 def _manifest_classes(path: Path) -> dict[str, str]:

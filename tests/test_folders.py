@@ -216,6 +216,27 @@ def test_read_image_warns_once_per_colour_file(tmp_path):
     assert len(caught) == 1
 
 
+def test_one_colour_warning_says_a_folder_of_colour_images_once_and_lets_other_warnings_through(tmp_path):
+    for name in ("c1.png", "c2.png", "c3.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with folders.one_colour_warning():
+            for name in ("c1.png", "c2.png", "c2.png", "c3.png"):  # a file read twice counts once
+                read_image(tmp_path / name)
+            warnings.warn("something else", RuntimeWarning)
+    assert sorted(str(w.message) for w in caught) == [
+        f"3 colour images converted to grayscale (the first: {tmp_path / 'c1.png'})", "something else"]
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(FileNotFoundError):
+        warnings.simplefilter("always")
+        with folders.one_colour_warning():  # a failure half-way still says what was converted before it
+            read_image(tmp_path / "c1.png")
+            read_image(tmp_path / "missing.png")
+    assert [str(w.message) for w in caught] == [f"{tmp_path / 'c1.png'}: colour image (3 channels) converted to "
+                                                f"grayscale"]
+    assert all(issubclass(w.category, folders.ColourConverted) for w in caught)
+
+
 
 def _hollow_png(width: int, height: int) -> bytes:
     """A PNG that says it is ``width`` x ``height`` gray pixels but holds one row: a decoder that trusts its header

@@ -240,9 +240,12 @@ def test_checkpoints_carry_the_threshold(tmp_path):
 def test_load_backgrounds_reads_any_depth_and_colour_and_refuses_a_labelled_folder(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 50), 40000, np.uint16))
     cv2.imwrite(str(tmp_path / "b.png"), np.full((30, 60, 3), 128, np.uint8))
-    with pytest.warns(UserWarning, match="colour"):
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((30, 60, 3), 128, np.uint8))
+    with pytest.warns(UserWarning, match="colour") as caught:
         bank = load_backgrounds(tmp_path, progress=False)
-    assert len(bank) == 2 and bank.images[0].max() == pytest.approx(40000 / 65535)
+    assert [str(w.message) for w in caught] == [f"2 colour images converted to grayscale (the first: "
+                                                f"{tmp_path / 'b.png'})"]
+    assert len(bank) == 3 and bank.images[0].max() == pytest.approx(40000 / 65535)
     labelled = tmp_path / "set"
     write_dataset(labelled, 2, DefectConfig(size=32), progress=False)
     with pytest.raises(ValueError, match="images/ and masks/"):
@@ -409,3 +412,16 @@ def test_finetune_and_evaluate_read_an_mvtec_category_as_it_ships(labelled, tmp_
     assert "13 images (5 defect-free)" in capsys.readouterr().out
     scores = json.loads((tmp_path / "scores.json").read_text())["scores"]
     assert scores["n_defect_free"] == 5 and set(scores["per_class"]) == {"A", "B"}
+
+
+def test_predict_on_a_folder_of_colour_images_warns_once(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / "in" / f"{i}.png"), np.full((32, 32, 3), 60 * i, np.uint8))
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", UNet(depth=2, base=4), threshold=0.5)
+    with pytest.warns(UserWarning) as caught:
+        assert main(["predict", "--checkpoint", str(path), "--out", str(tmp_path / "out"), str(tmp_path / "in")]) == 0
+    assert [str(w.message) for w in caught] == [f"3 colour images converted to grayscale (the first: "
+                                                f"{tmp_path / 'in' / '0.png'})"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]

@@ -197,8 +197,7 @@ def _write_results(path: Path, task: str, scores: dict, **more) -> None:
 
 
 def _test_loader(args: argparse.Namespace, sizes: RunSizes, cfg: DefectConfig) -> DataLoader:
-    if getattr(args, "data", None):
-        return DataLoader(DefectFolder(args.data), batch_size=1)  # real images may differ in size
+    """The held-out synthetic test set (a --data folder is scored by cli_real.evaluate_folder instead)."""
     ds = SyntheticDefects(sizes.n_test, cfg, args.seed, SPLIT_START["test"], return_labels=True)
     return DataLoader(ds, batch_size=sizes.batch_size)
 

@@ -33,7 +33,7 @@ from .decision import defect_mask
 from .device import keep_freed_memory_for_reuse, resolve_device
 from .evaluate import predict, predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
-from .folders import IMAGE_SUFFIXES, MISSING_MASKS, read_image
+from .folders import IMAGE_SUFFIXES, MISSING_MASKS, one_colour_warning, read_image
 from .io import atomic_write, check_writable, write_json
 from .pretrain import PretrainConfig, pretrain
 from .real import RealSet, load_backgrounds
@@ -229,21 +229,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SystemExit("error: predict writes binary masks; this checkpoint is a multi-class model")
     threshold, seed_threshold, source = _decision(args, info)
     flagged_images, flagged, total = 0, 0, 0
-    for path in tqdm(files, desc="predict", unit="image"):
-        image = read_image(path)
-        prob = predict(model, image, device=device, flips=args.flips)
-        mask = defect_mask(prob, threshold, seed_threshold)
-        _write_png(out / f"{path.stem}.png", mask.astype(np.uint8) * 255)
-        if args.probs:
-            _write_png(out / f"{path.stem}_prob.png", np.rint(prob * 255).astype(np.uint8))
-        if args.overlays:
-            gray = np.rint(image * 255).astype(np.uint8)
-            overlay = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-            overlay[mask] = (0.5 * overlay[mask] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)  # red in BGR
-            _write_png(out / f"{path.stem}_overlay.png", overlay)
-        flagged_images += bool(mask.any())
-        flagged += int(mask.sum())
-        total += mask.size
+    with one_colour_warning():  # a folder of colour images: one warning, not one per image
+        for path in tqdm(files, desc="predict", unit="image"):
+            image = read_image(path)
+            prob = predict(model, image, device=device, flips=args.flips)
+            mask = defect_mask(prob, threshold, seed_threshold)
+            _write_png(out / f"{path.stem}.png", mask.astype(np.uint8) * 255)
+            if args.probs:
+                _write_png(out / f"{path.stem}_prob.png", np.rint(prob * 255).astype(np.uint8))
+            if args.overlays:
+                gray = np.rint(image * 255).astype(np.uint8)
+                overlay = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+                overlay[mask] = (0.5 * overlay[mask] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)  # red in BGR
+                _write_png(out / f"{path.stem}_overlay.png", overlay)
+            flagged_images += bool(mask.any())
+            flagged += int(mask.sum())
+            total += mask.size
     print(f"wrote {len(files)} mask(s) to {out}/: {flagged_images} with defects, {100 * flagged / total:.2f}% of all "
           f"pixels flagged; {source}")
     return 0

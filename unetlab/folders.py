@@ -18,6 +18,7 @@ import os
 import shutil
 import warnings
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -50,21 +51,56 @@ _GOOD_HINT = ("; if the images without a mask are defect-free parts, pass missin
 DATASET_PARTS = ("images", "masks", "labels")
 
 
+class ColourConverted(UserWarning):
+    """:func:`read_image` converted a colour file to gray."""
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """A grayscale image file as (H, W) float32 in [0, 1].
 
     8-bit and 16-bit files are scaled by their full range. Colour images are converted to gray with OpenCV's
-    luma weights and a warning says so.
+    luma weights and a :class:`ColourConverted` warning says so (one per file; readers of whole folders
+    summarise them with :func:`one_colour_warning`).
     """
     array = _read(path)
     if array.ndim == 3:
-        warnings.warn(f"{path}: colour image ({array.shape[2]} channels) converted to grayscale", stacklevel=2)
+        warnings.warn(f"{path}: colour image ({array.shape[2]} channels) converted to grayscale", ColourConverted,
+                      stacklevel=2)
         code = cv2.COLOR_BGRA2GRAY if array.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         array = cv2.cvtColor(array, code)
     scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
     if scale is None:
         raise ValueError(f"{path}: expected an 8-bit or 16-bit image; got dtype {array.dtype}")
     return array.astype(np.float32) / np.float32(scale)
+
+
+@contextmanager
+def one_colour_warning():
+    """Within this block, the :class:`ColourConverted` warnings of :func:`read_image` are held back and become
+    one warning at its end, saying how many files were converted and naming the first: a folder of colour images
+    (most MVTec AD categories) would otherwise print two lines per image. Other warnings pass through as
+    usual."""
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ColourConverted)
+            yield
+    finally:  # also when the block fails: what was converted before the error is still said
+        _summarise_colour_warnings(caught)
+
+
+def _summarise_colour_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """Re-emit the warnings :func:`one_colour_warning` held back: the colour ones as one."""
+    colour = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ColourConverted)))
+    for w in caught:
+        if not issubclass(w.category, ColourConverted):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if len(colour) == 1:
+        warnings.warn(colour[0], ColourConverted, stacklevel=4)
+    elif colour:
+        first = colour[0].split(": colour image")[0]
+        warnings.warn(f"{len(colour)} colour images converted to grayscale (the first: {first})", ColourConverted,
+                      stacklevel=4)
 
 
 def read_mask(path: str | os.PathLike, threshold: int | str | None = None) -> np.ndarray:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .augment import AugmentConfig, augment
 from .checks import gray_image, is_int
 from .data import check_share, crop_window, to_item
-from .folders import IMAGE_SUFFIXES, DefectFolder, read_image
+from .folders import IMAGE_SUFFIXES, DefectFolder, one_colour_warning, read_image
 from .io import new_folder_beside, replace_folder
 from .synth import Backgrounds, sample_rng
 
@@ -232,10 +232,11 @@ class RealSet:
         good part (class ``"good"``), as :class:`unetlab.DefectFolder` documents."""
         folder = DefectFolder(root, mask_threshold="auto", missing_masks=missing_masks)
         images, masks = [], []
-        for i in tqdm(range(len(folder)), desc="reading real images", unit="image", disable=not progress):
-            image, mask = folder.arrays(i)
-            images.append(image)
-            masks.append(mask)
+        with one_colour_warning():
+            for i in tqdm(range(len(folder)), desc="reading real images", unit="image", disable=not progress):
+                image, mask = folder.arrays(i)
+                images.append(image)
+                masks.append(mask)
         return cls(images, masks, list(folder.classes), list(folder.stems))
 
     def __len__(self) -> int:
@@ -341,7 +342,8 @@ def load_backgrounds(folder: str | os.PathLike, progress: bool = True) -> Backgr
         hint = (" (it holds images/ and masks/: pass the folder of defect-free images itself)"
                 if (root / "images").is_dir() else "")
         raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_SUFFIXES)}){hint}")
-    images = [read_image(p) for p in tqdm(files, desc="reading backgrounds", unit="image", disable=not progress)]
+    with one_colour_warning():
+        images = [read_image(p) for p in tqdm(files, desc="reading backgrounds", unit="image", disable=not progress)]
     return Backgrounds(images)
 
 

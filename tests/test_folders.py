@@ -299,8 +299,8 @@ def test_folder_of_good_parts_needs_no_masks_folder_when_asked(tmp_path):
     assert ds.classes == ["good"] and not ds.arrays(0)[1].any()
 
 
-def _mvtec(root, files):
-    """An MVTec AD category: ``files`` maps a path below ``root`` (e.g. "test/crack/000.png") to a uint8 array."""
+def _files(root, files):
+    """Write ``files``: a path below ``root`` (e.g. "test/crack/000.png") -> a uint8 array; returns ``root``."""
     for name, array in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(root / name), array)
@@ -309,7 +309,7 @@ def _mvtec(root, files):
 
 def test_folder_reads_the_mvtec_layout_with_good_parts_by_folder_name(tmp_path):
     blank, defect = np.zeros((8, 10), np.uint8), _mask(8, 10)
-    root = _mvtec(tmp_path / "bottle", {"train/good/000.png": blank, "train/good/001.png": blank,
+    root = _files(tmp_path / "bottle", {"train/good/000.png": blank, "train/good/001.png": blank,
                                         "test/good/000.png": blank, "test/crack/000.png": blank,
                                         "test/crack/001.png": blank, "ground_truth/crack/000_mask.png": defect,
                                         "ground_truth/crack/001_mask.png": defect})
@@ -325,14 +325,14 @@ def test_folder_reads_the_mvtec_layout_with_good_parts_by_folder_name(tmp_path):
 
 def test_folder_in_the_mvtec_layout_refuses_a_defect_image_without_a_mask_and_orphan_masks(tmp_path):
     blank = np.zeros((8, 10), np.uint8)
-    root = _mvtec(tmp_path / "cat", {"test/good/000.png": blank, "test/hole/000.png": blank,
+    root = _files(tmp_path / "cat", {"test/good/000.png": blank, "test/hole/000.png": blank,
                                      "test/hole/001.png": blank, "ground_truth/hole/000_mask.png": _mask(8, 10)})
     with pytest.raises(ValueError, match=r"1 image\(s\) in .*cat/\{train,test\}/<class>/ have no mask in "
                                          r".*cat/ground_truth/<class>/: hole__test_001 .*missing_masks='good'"):
         DefectFolder(root)
     ds = DefectFolder(root, missing_masks="good")  # its class stays the folder's, so good_parts() skips it
     assert ds.classes == ["good", "hole", "hole"] and ds.mask_paths[2] is None
-    _mvtec(root, {"ground_truth/scratch/000_mask.png": _mask(8, 10)})
+    _files(root, {"ground_truth/scratch/000_mask.png": _mask(8, 10)})
     with pytest.raises(ValueError, match=r"ground_truth has mask folders with no image folder of the same name in "
                                          r"test/: scratch"):
         DefectFolder(root)
@@ -340,8 +340,30 @@ def test_folder_in_the_mvtec_layout_refuses_a_defect_image_without_a_mask_and_or
 
 def test_a_folder_of_mvtec_categories_is_refused_naming_them(tmp_path):
     for category in ("bottle", "cable"):
-        _mvtec(tmp_path / category, {"test/good/000.png": np.zeros((8, 10), np.uint8)})
+        _files(tmp_path / category, {"test/good/000.png": np.zeros((8, 10), np.uint8)})
         (tmp_path / category / "ground_truth").mkdir()
     with pytest.raises(FileNotFoundError, match=r"holds 2 MVTec AD categories \(bottle, cable\): pass one of them, "
                                                 r"e\.g\. .*bottle"):
         DefectFolder(tmp_path)
+
+
+def test_folder_reads_images_and_masks_side_by_side_or_in_a_label_folder(tmp_path):
+    blank, defect = np.zeros((8, 10), np.uint8), _mask(8, 10)
+    ksdd2 = _files(tmp_path / "ksdd2", {"10000.png": blank, "10000_GT.png": defect, "10001.png": blank,
+                                        "10001_GT.png": blank})
+    ds = DefectFolder(ksdd2)
+    assert ds.stems == ["10000", "10001"] and [p.name for p in ds.mask_paths] == ["10000_GT.png", "10001_GT.png"]
+    assert ds.classes == ["defect", "defect"] and [int(ds[i][1].sum()) for i in range(2)] == [18, 0]
+    dagm = _files(tmp_path / "dagm", {"0576.png": blank, "0577.png": blank, "Label/0576_label.png": defect})
+    with pytest.raises(ValueError, match=r"1 image\(s\) in .*dagm have no mask beside them \(or in its Label/ "
+                                         r"folder\): 0577 .*<stem>_mask/_label/_gt.*missing_masks='good'"):
+        DefectFolder(dagm)
+    ds = DefectFolder(dagm, missing_masks="good")
+    assert ds.stems == ["0576", "0577"] and ds.classes == ["defect", "good"] and ds.mask_paths[1] is None
+    assert ds.mask_paths[0].name == "0576_label.png" and int(ds[0][1].sum()) == 18
+    _files(dagm, {"0576_label.png": defect})
+    with pytest.raises(ValueError, match=r"the mask '0576_label' is both beside the images \(0576_label.png\) and "
+                                         r"in Label/"):
+        DefectFolder(dagm)
+    with pytest.raises(ValueError, match="side-by-side layout, which has no labels/"):
+        DefectFolder(ksdd2, return_labels=True)

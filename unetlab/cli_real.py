@@ -316,7 +316,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("finetune", help="train a binary model on a folder of labelled real images")
     p.add_argument("--data", required=True, help="labelled folder (images/ + masks/, a mask named <stem> or "
-                   "<stem>_mask/_label/_GT; the magnetic-tile layout; or one MVTec AD category)")
+                   "<stem>_mask/_label/_GT; the magnetic-tile layout; one MVTec AD category; or images "
+                   "beside their <stem>_mask files)")
     add_missing_masks(p)
     p.add_argument("--init", required=True, help="checkpoint to start from (e.g. from pretrain), or 'none'")
     p.add_argument("--out", required=True, help="folder for model.pt, finetune.json and validation.png")

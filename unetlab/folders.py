@@ -183,7 +183,7 @@ def _check_size(path: Path) -> None:
 
 
 class DefectFolder(Dataset):
-    """Image/mask pairs from a folder, in one of three layouts (detected automatically):
+    """Image/mask pairs from a folder, in one of four layouts (detected automatically):
 
     - ``root/images/<stem>.*`` and ``root/masks/<stem>.*`` (same stem, any common image format), as written by
       :func:`write_dataset` or the local real-data copy; the mask's stem may also end in one of
@@ -194,7 +194,10 @@ class DefectFolder(Dataset):
     - the MVTec AD layout of one category, ``root/{train,test}/<class>/<stem>.*`` with masks in
       ``root/ground_truth/<class>/`` (named ``<stem>_mask`` or as above); the images of a class folder named
       ``good`` are defect-free parts by that layout's convention and need no mask; item stems become
-      ``<class>__<split>_<stem>`` (``crack__test_000``).
+      ``<class>__<split>_<stem>`` (``crack__test_000``);
+    - images and masks **side by side** in ``root`` itself, each mask named after its image with one of
+      :data:`MASK_NAME_SUFFIXES` (``10000.png`` beside ``10000_GT.png``, as in KolektorSDD2), or in a ``Label/``
+      folder beside the images (``0576.PNG`` and ``Label/0576_label.PNG``, as in DAGM).
 
     Images may have any size, 8 or 16 bits; colour is converted to gray (with a warning). Items are
     ``(image, mask)`` tensors as in :mod:`unetlab.data`; with ``return_labels=True`` the folder must also hold
@@ -214,8 +217,7 @@ class DefectFolder(Dataset):
         stems: item names, sorted. image_paths, mask_paths: their files (``None``: no mask, a good part).
         classes: one class name per item: the ``defect_class`` column of ``root/manifest.csv`` (columns
             ``stem,defect_class``) when it lists the stem, else the ``MT_<Class>`` or MVTec class folder, else the
-            stem's
-            prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
+            stem's prefix before ``__`` (``Crack__x`` -> ``Crack``), else ``"defect"``.
 
     Args:
         root: the dataset folder.
@@ -236,7 +238,7 @@ class DefectFolder(Dataset):
             raise ValueError(f"missing_masks must be one of {MISSING_MASKS}; got {missing_masks!r}")
         mt_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
         layout = ("images" if (self.root / "images").is_dir() else "magnetic-tile" if mt_folders
-                  else "MVTec AD" if _is_mvtec(self.root) else "images")
+                  else "MVTec AD" if _is_mvtec(self.root) else "side-by-side" if _by_stem(self.root) else "images")
         if layout != "images" and return_labels:
             raise ValueError(f"{self.root} is in the {layout} layout, which has no labels/ folder")
         hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
@@ -247,12 +249,18 @@ class DefectFolder(Dataset):
         elif layout == "MVTec AD":
             images, masks, folder_class, good_by_layout = _mvtec_pairs(self.root)
             where = f"in {self.root}/{{train,test}}/<class>/ have no mask in {self.root}/ground_truth/<class>/"
+        elif layout == "side-by-side":
+            images, masks = _side_by_side_pairs(self.root)
+            folder_class = {}
+            where = f"in {self.root} have no mask beside them (or in its Label/ folder)"
+            hint = f" (beside its image, a mask is named <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
         else:
             for sub in ("images", "masks") + (("labels",) if return_labels else ()):
                 if not (self.root / sub).is_dir() and not (sub == "masks" and missing_masks == "good"):
                     raise FileNotFoundError(f"{self.root} has no {sub}/ folder; expected {self.root}/images/ and "
                                             f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
-                                            f"folders, or MVTec AD's train/, test/ and ground_truth/)"
+                                            f"folders, MVTec AD's train/, test/ and ground_truth/, or images and "
+                                            f"<stem>_mask files side by side)"
                                             f"{_GOOD_HINT if sub == 'masks' else ''}{_category_hint(self.root)}")
             images = _by_stem(self.root / "images")
             found = _by_stem(self.root / "masks") if (self.root / "masks").is_dir() else {}
@@ -396,6 +404,23 @@ def _mvtec_pairs(root: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str
         raise ValueError(f"{root}/ground_truth has mask folders with no image folder of the same name in "
                          f"{' or '.join(s + '/' for s in splits)}: {', '.join(orphans)}")
     return images, masks, classes, good
+
+
+def _side_by_side_pairs(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Images and masks by stem from one folder that holds both: a file whose stem is another file's stem plus
+    one of :data:`MASK_NAME_SUFFIXES` is a mask, as is every image file of a ``Label/`` folder beside them."""
+    files = _by_stem(root)
+    named = {stem for stem in files for suffix in MASK_NAME_SUFFIXES
+             if stem.lower().endswith(suffix) and stem[:-len(suffix)] in files}
+    images = {stem: path for stem, path in files.items() if stem not in named}
+    found = {stem: files[stem] for stem in named}
+    for folder in (p for p in root.iterdir() if p.is_dir() and p.name.lower() == "label"):
+        for stem, path in _by_stem(folder).items():
+            if stem in found:
+                raise ValueError(f"{root}: the mask {stem!r} is both beside the images ({found[stem].name}) and in "
+                                 f"{folder.name}/ ({path.name}); keep one of them")
+            found[stem] = path
+    return images, _masks_by_image(images, found, root)
 
 
 def _manifest_classes(path: Path) -> dict[str, str]:

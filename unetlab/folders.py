@@ -1,5 +1,5 @@
-"""Image folders on disk: read images and masks, the three folder layouts :class:`DefectFolder` reads, and
-writing a synthetic dataset as files.
+"""Image folders on disk: read images and masks, the folder layouts :class:`DefectFolder` reads, and writing
+a synthetic dataset as files.
 
 Items are the tensors of :mod:`unetlab.data` (``(image, mask)`` or ``(image, mask, labels)``). Real masks are
 binarised by one rule (:func:`binarize_mask`): a mask whose maximum is 0 or 1 is read as 0/1 (defect where
@@ -236,37 +236,7 @@ class DefectFolder(Dataset):
             raise ValueError(f"mask_threshold must be None, 'auto' or an int >= 0; got {mask_threshold!r}")
         if missing_masks not in MISSING_MASKS:
             raise ValueError(f"missing_masks must be one of {MISSING_MASKS}; got {missing_masks!r}")
-        mt_folders = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
-        layout = ("images" if (self.root / "images").is_dir() else "magnetic-tile" if mt_folders
-                  else "MVTec AD" if _is_mvtec(self.root) else "side-by-side" if _by_stem(self.root) else "images")
-        if layout != "images" and return_labels:
-            raise ValueError(f"{self.root} is in the {layout} layout, which has no labels/ folder")
-        hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
-        good_by_layout = set()
-        if layout == "magnetic-tile":
-            images, masks, folder_class = _mt_pairs(mt_folders)
-            where, hint = f"in {self.root}/MT_*/Imgs have no <stem>.png mask beside them", ""
-        elif layout == "MVTec AD":
-            images, masks, folder_class, good_by_layout = _mvtec_pairs(self.root)
-            where = f"in {self.root}/{{train,test}}/<class>/ have no mask in {self.root}/ground_truth/<class>/"
-        elif layout == "side-by-side":
-            images, masks = _side_by_side_pairs(self.root)
-            folder_class = {}
-            where = f"in {self.root} have no mask beside them (or in its Label/ folder)"
-            hint = f" (beside its image, a mask is named <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
-        else:
-            for sub in ("images", "masks") + (("labels",) if return_labels else ()):
-                if not (self.root / sub).is_dir() and not (sub == "masks" and missing_masks == "good"):
-                    raise FileNotFoundError(f"{self.root} has no {sub}/ folder; expected {self.root}/images/ and "
-                                            f"{self.root}/masks/ with matching file names (or MT_<Class>/Imgs/ "
-                                            f"folders, MVTec AD's train/, test/ and ground_truth/, or images and "
-                                            f"<stem>_mask files side by side)"
-                                            f"{_GOOD_HINT if sub == 'masks' else ''}{_category_hint(self.root)}")
-            images = _by_stem(self.root / "images")
-            found = _by_stem(self.root / "masks") if (self.root / "masks").is_dir() else {}
-            masks = _masks_by_image(images, found, self.root / "masks")
-            folder_class = {}
-            where = f"in {self.root / 'images'} have no mask in {self.root / 'masks'}"
+        images, masks, folder_class, good_by_layout, where, hint = _layout(self.root, return_labels, missing_masks)
         if not images:
             raise ValueError(f"{self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         missing = set(images) - set(masks) - good_by_layout
@@ -312,6 +282,39 @@ class DefectFolder(Dataset):
         if labels.shape != image.shape:
             raise ValueError(f"labels {self.label_paths[i]} do not match the size of {self.image_paths[i]}")
         return to_item(image, mask, labels)
+
+
+def _layout(root: Path, return_labels: bool, missing_masks: str
+            ) -> tuple[dict[str, Path], dict[str, Path], dict[str, str], set[str], str, str]:
+    """The layout of ``root`` read: images, masks and classes by item stem (classes only where the layout names
+    them), the stems that are defect-free by the layout, and the words that say where masks were looked for
+    (``where``) and how they are named (``hint``), for the error about images without one."""
+    mt_folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("MT_"))
+    layout = ("images" if (root / "images").is_dir() else "magnetic-tile" if mt_folders
+              else "MVTec AD" if _is_mvtec(root) else "side-by-side" if _by_stem(root) else "images")
+    if layout != "images" and return_labels:
+        raise ValueError(f"{root} is in the {layout} layout, which has no labels/ folder")
+    hint = f" (a mask is named <stem> or <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
+    if layout == "magnetic-tile":
+        images, masks, classes = _mt_pairs(mt_folders)
+        return images, masks, classes, set(), f"in {root}/MT_*/Imgs have no <stem>.png mask beside them", ""
+    if layout == "MVTec AD":
+        where = f"in {root}/{{train,test}}/<class>/ have no mask in {root}/ground_truth/<class>/"
+        return *_mvtec_pairs(root), where, hint
+    if layout == "side-by-side":
+        hint = f" (beside its image, a mask is named <stem>{'/'.join(MASK_NAME_SUFFIXES)}, in any image format)"
+        where = f"in {root} have no mask beside them (or in its Label/ folder)"
+        return *_side_by_side_pairs(root), {}, set(), where, hint
+    for sub in ("images", "masks") + (("labels",) if return_labels else ()):
+        if not (root / sub).is_dir() and not (sub == "masks" and missing_masks == "good"):
+            raise FileNotFoundError(f"{root} has no {sub}/ folder; expected {root}/images/ and {root}/masks/ with "
+                                    f"matching file names (or MT_<Class>/Imgs/ folders, MVTec AD's train/, test/ and "
+                                    f"ground_truth/, or images and <stem>_mask files side by side)"
+                                    f"{_GOOD_HINT if sub == 'masks' else ''}{_category_hint(root)}")
+    images = _by_stem(root / "images")
+    found = _by_stem(root / "masks") if (root / "masks").is_dir() else {}
+    masks = _masks_by_image(images, found, root / "masks")
+    return images, masks, {}, set(), f"in {root / 'images'} have no mask in {root / 'masks'}", hint
 
 
 def _by_stem(folder: Path, keep=lambda path: True) -> dict[str, Path]:

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 import torch
 
-from unetlab.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint, weights_digest
+from unetlab.checkpoint import (CHECKPOINT_FORMAT_VERSION, load_checkpoint, read_checkpoint, save_checkpoint,
+                                store_decision, weights_digest)
 from unetlab.model import UNet
 
 
@@ -115,3 +116,23 @@ def test_version_1_files_without_a_digest_still_load(tmp_path):
     torch.save(payload, tmp_path / "v3.pt")
     with pytest.raises(ValueError, match="format version 3; this unetlab .* reads versions 1 and 2"):
         load_checkpoint(tmp_path / "v3.pt")
+
+
+def test_store_decision_records_a_decision_and_leaves_the_rest_of_the_file_as_it_was(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", tiny_unet(), data_config={"n": 3}, epoch=2)
+    before = read_checkpoint(path)
+    assert load_checkpoint(path)[1]["threshold"] is None
+    store_decision(path, 0.65)
+    assert (load_checkpoint(path)[1]["threshold"], load_checkpoint(path)[1]["seed_threshold"]) == (0.65, None)
+    store_decision(path, 0.4, 0.95)
+    after = read_checkpoint(path)
+    assert (after["threshold"], after["seed_threshold"]) == (0.4, 0.95)
+    assert after["sha256"] == before["sha256"] and (after["data_config"], after["epoch"]) == ({"n": 3}, 2)
+    assert all(torch.equal(after["model_state"][k], v) for k, v in before["model_state"].items())
+    for threshold, seed, message in ((1.0, None, r"threshold must be a number in \[0, 1\)"),
+                                     (0.5, 0.4, "seed"), (None, None, "needs a threshold")):
+        with pytest.raises(ValueError, match=message):
+            store_decision(path, threshold, seed)
+    assert read_checkpoint(path)["threshold"] == 0.4  # a refused decision changes nothing
+    with pytest.raises(FileNotFoundError):
+        store_decision(tmp_path / "none.pt", 0.5)

@@ -32,6 +32,8 @@ def test_demo_runs_end_to_end_and_writes_results_and_figures(tmp_path, capsys):
         "predictions.png", "samples.png", "threshold_sweep.png", "training_curves.png", "worst.png"]
     printed = capsys.readouterr().out
     assert "Held-out synthetic test set" in printed and "recall: stain" in printed
+    info = unetlab.checkpoint.load_checkpoint(out / "model.pt")[1]  # predict and evaluate use it, not 0.5
+    assert (info["threshold"], info["seed_threshold"]) == (results["threshold"], None)
 
     # The checkpoint the demo saved can be evaluated again from the command line.
     scores = tmp_path / "scores.json"

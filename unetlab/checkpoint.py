@@ -94,12 +94,7 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
         if bad:
             raise ValueError(f"refusing to write checkpoint {path}: the {where}weights hold NaN or infinite values "
                              f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); training diverged")
-    if threshold is not None and not (is_real(threshold) and 0 <= threshold < 1):
-        raise ValueError(f"a checkpoint's threshold must be a number in [0, 1) or None; got {threshold!r}")
-    if seed_threshold is not None:
-        if threshold is None:
-            raise ValueError("a checkpoint's seed_threshold needs a threshold below it; got threshold=None")
-        check_decision(threshold, seed_threshold, "a checkpoint")
+    _check_stored_decision(threshold, seed_threshold)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -115,6 +110,29 @@ def write_checkpoint(path: str | os.PathLike, model: nn.Module, model_state: dic
     }
     payload["sha256"] = weights_digest(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def store_decision(path: str | os.PathLike, threshold: float, seed_threshold: float | None = None) -> Path:
+    """Record in the checkpoint at ``path`` the decision chosen after training (e.g. a threshold swept on
+    validation images), so that ``predict`` and ``evaluate`` use it by default; the rest of the file stays as it
+    was (the decision is outside the sha256). Written atomically; returns the path."""
+    if threshold is None:
+        raise ValueError("store_decision needs a threshold; got None")
+    _check_stored_decision(threshold, seed_threshold)
+    path = Path(path)
+    payload = read_checkpoint(path)
+    payload["threshold"] = float(threshold)
+    payload["seed_threshold"] = None if seed_threshold is None else float(seed_threshold)
+    return atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def _check_stored_decision(threshold: float | None, seed_threshold: float | None) -> None:
+    if threshold is not None and not (is_real(threshold) and 0 <= threshold < 1):
+        raise ValueError(f"a checkpoint's threshold must be a number in [0, 1) or None; got {threshold!r}")
+    if seed_threshold is not None:
+        if threshold is None:
+            raise ValueError("a checkpoint's seed_threshold needs a threshold below it; got threshold=None")
+        check_decision(threshold, seed_threshold, "a checkpoint")
 
 
 def weights_digest(payload: dict[str, Any]) -> str:

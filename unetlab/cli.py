@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from . import cli_real, distributed
 from ._version import __version__
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, store_decision
 from .config import (CARD_LR, DEMO_LR, DEMO_SCHEDULE, FULL, MULTICLASS, MULTICLASS_LR, TASKS, RunSizes, is_quick,
                      run_sizes)
 from .data import SPLIT_START, EpochShuffle, SyntheticDefects, make_loaders, stack_items
@@ -258,6 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model, _ = load_checkpoint(checkpoint, device=device)  # the best epoch, not the last
     sweep = _choose_threshold(model, loaders["val"], figures)
     threshold = sweep["best_threshold"] if args.threshold is None else args.threshold
+    store_decision(checkpoint, threshold)  # predict and evaluate use it by default, not 0.5
     summary, _ = _evaluate_and_draw(model, loaders["test"], figures, threshold)
     at_half = summary if threshold == 0.5 else evaluate(model, loaders["test"], threshold=0.5, progress=False).summary
     seconds["evaluate"] = time.perf_counter() - t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -425,3 +426,21 @@ def test_predict_on_a_folder_of_colour_images_warns_once(tmp_path, capsys):
     assert [str(w.message) for w in caught] == [f"3 colour images converted to grayscale (the first: "
                                                 f"{tmp_path / 'in' / '0.png'})"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
+
+
+def test_step_validation_does_not_predict_the_held_out_good_parts(labelled, monkeypatch):
+    # Class Dice, which scores the steps, takes no part in a class without defect pixels: in a folder of many good
+    # parts (MVTec AD's train/good) predicting them at every validation would cost most of the time for nothing.
+    data = RealSet.load(labelled, progress=False)
+    blank = [np.full((64, 64), 0.4, np.float32) for _ in range(10)]
+    both = RealSet(data.images + blank, data.masks + [np.zeros((64, 64), bool)] * 10, data.classes + ["good"] * 10,
+                   data.stems + [f"g{i}" for i in range(10)])
+    module = sys.modules["unetlab.finetune"]
+    calls = []
+    monkeypatch.setattr(module, "predict", lambda model, image, **kw: calls.append(kw.get("flips", False))
+                        or predict(model, image, **kw))
+    result = finetune(None, both, TINY, seed=0, progress=False, log=lambda _: None)
+    held_good = [s for s in result.val_stems if s.startswith("g")]
+    assert len(held_good) == 2
+    assert calls.count(False) == TINY.evals * (len(result.val_stems) - len(held_good))  # the steps' validations
+    assert calls.count(True) == len(result.val_stems)  # the final decision still counts the good parts' alarms

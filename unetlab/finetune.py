@@ -317,13 +317,21 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     begin = start = time.perf_counter()
     record, best, last = [], {}, {}
+    # The steps are scored by class Dice, which a class without any defect pixel among the held-out images (the
+    # good parts) takes no part in: its images are not predicted at each validation (in a folder of many good
+    # parts they are most of the held-out images, and large ones cost seconds each) and count as all zeros.
+    good = set(val.good_parts())
+    scored = [i for i in range(len(val)) if i not in good] or list(range(len(val)))
+    scored_val = val.subset(scored)
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
-        probs = [predict(net, image, device=device) for image in val.images]
-        threshold, value = best_threshold(probs, val)
+        probs = [predict(net, image, device=device) for image in scored_val.images]
+        threshold, value = best_threshold(probs, scored_val)
         record.append({"step": step, "val_class_dice": value, "threshold": threshold})
-        last.update(score=value, step=step, counts=image_counts(probs, val, threshold))
+        counts = np.zeros((len(val), 3), np.int64)  # win_rate resamples all held-out images, as before
+        counts[scored] = image_counts(probs, scored_val, threshold)
+        last.update(score=value, step=step, counts=counts)
         if not best or value > best["score"]:
             best.update(last, state={k: v.detach().clone() for k, v in net.state_dict().items()})
         return value if not np.isnan(value) else 0.0

@@ -83,3 +83,11 @@ def test_checkpoints_carry_the_seed_threshold(tmp_path):
         save_checkpoint(tmp_path / "o.pt", UNet(base=4), seed_threshold=0.9)
     with pytest.raises(ValueError, match=r"seed_threshold must be None or a number in \(threshold, 1\)"):
         save_checkpoint(tmp_path / "p.pt", UNet(base=4), threshold=0.5, seed_threshold=0.3)
+
+
+def test_within_pixel_budget_takes_whole_images_in_order_and_always_the_first():
+    from unetlab.decision import within_pixel_budget
+    assert within_pixel_budget([4, 4, 4], 8) == [0, 1]
+    assert within_pixel_budget([4, 9, 1], 8) == [0]  # whole images in order: it stops at the first that overflows
+    assert within_pixel_budget([100, 1], 8) == [0]  # the first counts whatever its size
+    assert within_pixel_budget([], 8) == [] and within_pixel_budget([3], 0) == [0]

@@ -444,3 +444,24 @@ def test_step_validation_does_not_predict_the_held_out_good_parts(labelled, monk
     assert len(held_good) == 2
     assert calls.count(False) == TINY.evals * (len(result.val_stems) - len(held_good))  # the steps' validations
     assert calls.count(True) == len(result.val_stems)  # the final decision still counts the good parts' alarms
+
+
+def test_final_decision_counts_at_most_as_many_good_pixels_as_defect_image_pixels(labelled, monkeypatch):
+    # A folder of hundreds of large good parts (MVTec AD's train/good: 1024 px each) held out a fifth of them, and
+    # the final decision predicted every one with flips: minutes for a handful of defect images. Now whole good
+    # parts, in held-out order, up to the pixels of the held-out images with defects.
+    data = RealSet.load(labelled, progress=False)
+    blank = [np.full((64, 64), 0.4, np.float32) for _ in range(30)]
+    both = RealSet(data.images + blank, data.masks + [np.zeros((64, 64), bool)] * 30, data.classes + ["good"] * 30,
+                   data.stems + [f"g{i}" for i in range(30)])
+    module = sys.modules["unetlab.finetune"]
+    flipped = []
+    monkeypatch.setattr(module, "predict", lambda model, image, **kw: kw.get("flips") and flipped.append(image)
+                        or predict(model, image, **kw))
+    result = finetune(None, both, TINY, seed=0, progress=False, log=lambda _: None)
+    held_good = [s for s in result.val_stems if s.startswith("g")]
+    held_defect = len(result.val_stems) - len(held_good)
+    assert len(held_good) == 6 and held_defect == 2  # a stratified fifth of each class
+    assert len(flipped) == 2 * held_defect  # 2 defect images and 2 good ones of the same size, not all 8
+    good_first = both.images[both.stems.index(held_good[0])]
+    assert any(image is good_first for image in flipped) and np.isfinite(result.val_score)

@@ -32,6 +32,21 @@ def check_decision(threshold, seed_threshold, where: str) -> None:
                          f"got {seed_threshold!r}")
 
 
+def within_pixel_budget(sizes: Sequence[int], budget: int) -> list[int]:
+    """The positions of the first whole images, in the order given, whose ``sizes`` (pixels each) add up to at
+    most ``budget``; the first image always counts, whatever its size. Used to bound how many pictures of good
+    parts choose a decision (:func:`unetlab.pretrain`, :func:`unetlab.finetune`): as many real defect-free pixels as
+    the images with defects have, so that neither side outweighs the other and a folder of hundreds of large good
+    parts costs no more than a few."""
+    chosen = []
+    for i, size in enumerate(sizes):
+        if chosen and size > budget:
+            break
+        budget -= size
+        chosen.append(i)
+    return chosen
+
+
 def defect_mask(prob: np.ndarray, threshold: float, seed_threshold: float | None = None) -> np.ndarray:
     """The (H, W) bool defect mask of an (H, W) probability map (see the module docstring).
 

@@ -57,7 +57,7 @@ from . import distributed
 from .augment import AugmentConfig
 from .checks import is_fraction, is_int, is_real
 from .data import SyntheticDefects
-from .decision import THRESHOLDS, best_decision, check_decision
+from .decision import THRESHOLDS, best_decision, check_decision, within_pixel_budget
 from .evaluate import predict, predict_masks, score_masks
 from .history import History
 from .metrics import confusion_counts
@@ -421,13 +421,19 @@ def _with_synthetic(crops: RandomCrops, train: RealSet, backgrounds: Backgrounds
 def _flip_decision(model: nn.Module, val: RealSet, device) -> tuple[float, float | None, float]:
     """The threshold and seed threshold of ``model`` chosen on ``val`` and its class Dice there
     (:func:`unetlab.decision.best_decision`), the false positives on ``val``'s defect-free images counted against
-    it (``count_good_parts``). The model predicts with flips, as predict_masks and `unetlab predict` do, so its
-    decision is chosen the same way. (The steps were scored by the threshold alone, on the defect classes: this
-    last choice leaves the training run as it was.)"""
+    it (``count_good_parts``): as many of them, whole and in ``val``'s order, as have at most the pixels of the
+    other images together (:func:`unetlab.decision.within_pixel_budget`; a folder of hundreds of large good parts,
+    as MVTec AD ships, would otherwise cost minutes). The model predicts with flips, as predict_masks and
+    `unetlab predict` do, so its decision is chosen the same way. (The steps were scored by the threshold alone, on
+    the defect classes: this last choice leaves the training run as it was.)"""
+    good = val.good_parts()
+    others = sorted(set(range(len(val))) - set(good))
+    budget = sum(val.images[i].size for i in others)
+    chosen = val.subset(others + [good[j] for j in within_pixel_budget([val.images[i].size for i in good], budget)])
     model.eval()
     return distributed.on_main(lambda: best_decision(
-        [predict(model, image, device=device, flips=True) for image in val.images], val.masks, val.classes,
-        count_good_parts=True))
+        [predict(model, image, device=device, flips=True) for image in chosen.images], chosen.masks,
+        chosen.classes, count_good_parts=True))
 
 
 def _kept_start(model: nn.Module, train: RealSet, val: RealSet, decision: tuple[float, float | None] | None,

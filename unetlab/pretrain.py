@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from . import distributed
 from .checks import is_int, is_real
 from .data import SPLIT_START, SyntheticDefects
-from .decision import best_decision
+from .decision import best_decision, within_pixel_budget
 from .evaluate import predict, threshold_sweep
 from .history import History
 from .model import UNet
@@ -168,12 +168,9 @@ def _decision(model: nn.Module, val: SyntheticDefects, backgrounds: Backgrounds 
     images = torch.stack([image for image, _ in items])  # (N, 1, size, size)
     probs = list(predict(model, images, device=device).cpu().numpy()[:, 0])  # N x (size, size)
     masks = [mask[0].numpy() > 0.5 for _, mask in items]
-    budget = images[:, 0].numel()  # real pixels at most: as many as the synthetic ones
-    for k in np.random.default_rng(seed).permutation(len(backgrounds)) if backgrounds is not None else ():
-        good = backgrounds.images[k]  # (H, W) float32 in [0, 1]
-        if good.size > budget and len(probs) > len(items):  # the first one counts whatever its size
-            break
-        budget -= good.size
-        probs.append(predict(model, good, device=device, flips=True))
-        masks.append(np.zeros(good.shape, bool))
+    order = np.random.default_rng(seed).permutation(len(backgrounds)) if backgrounds is not None else []
+    goods = [backgrounds.images[k] for k in order]  # (H, W) float32 in [0, 1] each
+    for i in within_pixel_budget([good.size for good in goods], images[:, 0].numel()):  # as many as synthetic
+        probs.append(predict(model, goods[i], device=device, flips=True))
+        masks.append(np.zeros(goods[i].shape, bool))
     return best_decision(probs, masks, ["one class"] * len(probs))

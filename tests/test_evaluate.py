@@ -125,12 +125,12 @@ def test_predict_keeps_tensor_shapes(shape):
 def test_predict_equals_the_model_in_eval_mode_and_is_independent_of_batching():
     model = tiny_unet().train()
     images = torch.rand(5, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    probs = predict(model, images, device="cpu", batch_size=2)
+    probs = predict(model, images, device="cpu", batch_size=2, amp="off")  # float32, to compare exactly
     assert model.training
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(probs, torch.sigmoid(model(images)))  # batch-statistics BatchNorm would differ
-    one_by_one = torch.stack([predict(model, image, device="cpu") for image in images])  # (1, H, W) each
+    one_by_one = torch.stack([predict(model, image, device="cpu", amp="off") for image in images])  # (1, H, W) each
     torch.testing.assert_close(one_by_one, probs)
 
 
@@ -141,7 +141,7 @@ def test_predict_pads_by_reflection_and_crops_back():
     with torch.no_grad():
         expected = torch.sigmoid(model(padded))[..., :30, :31]
     # (the sigmoid runs on the cropped logits, so SIMD rounding may differ in the last bit)
-    torch.testing.assert_close(predict(model, image, device="cpu"), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(predict(model, image, device="cpu", amp="off"), expected, rtol=0, atol=1e-6)
 
 
 def test_predict_divides_uint8_by_255():
@@ -241,3 +241,20 @@ def test_flip_averaging_is_the_mean_of_the_four_flipped_predictions():
     np.testing.assert_allclose(predict(model, image, device="cpu", flips=True), np.mean(views, axis=0), atol=1e-6)
     with pytest.raises(ValueError, match="flips must be True or False"):
         predict(model, image, flips="yes")
+
+
+def test_predict_runs_the_network_in_the_precision_amp_asks_for(monkeypatch):
+    import sys
+
+    image = np.random.default_rng(4).random((64, 48)).astype(np.float32)
+    model = tiny_unet()
+    exact = predict(model, image, device="cpu", amp="off")
+    half = predict(model, image, device="cpu", amp="bf16")
+    assert half.dtype == np.float32 and not np.array_equal(half, exact)  # bfloat16 ran: other round-off
+    np.testing.assert_allclose(half, exact, atol=0.02)  # probabilities, not bits: the same picture
+    monkeypatch.setattr(sys.modules["unetlab.device"], "cpu_has_native_bf16", lambda: False)
+    np.testing.assert_array_equal(predict(model, image, device="cpu"), exact)  # "auto" without native bf16: fp32
+    monkeypatch.setattr(sys.modules["unetlab.device"], "cpu_has_native_bf16", lambda: True)
+    np.testing.assert_array_equal(predict(model, image, device="cpu"), half)  # ... and with it: bf16
+    with pytest.raises(ValueError, match="amp must be one of"):
+        predict(model, image, amp="half")

@@ -207,17 +207,16 @@ def test_pretrain_counts_false_alarms_on_the_unpainted_backgrounds():
     truth = torch.zeros(1, 32, 32, dtype=torch.bool)
     truth[:, 8:16, 8:16] = True
     val = [(torch.where(truth, 0.8, 0.2).float(), truth.float())] * 2  # defects at p = 0.8, the rest at p = 0.2
-    assert _decision(_ProbabilityIsBrightness(), val, None, 0, "cpu")[:2] == (0.2, None)  # lowest of the perfect
+    assert _decision(_ProbabilityIsBrightness(), val, None, 0, "cpu", "off")[:2] == (0.2, None)  # lowest of the perfect
     shaded = np.full((40, 40), 0.2, np.float32)
     shaded[5:30, 5:30] = 0.55  # a real good part with a faint, wide response: a false alarm below 0.55
-    threshold, seed, dice = _decision(_ProbabilityIsBrightness(), val, Backgrounds([shaded]), 0, "cpu")
+    threshold, seed, dice = _decision(_ProbabilityIsBrightness(), val, Backgrounds([shaded]), 0, "cpu", "off")
     assert (threshold, seed, dice) == (0.55, None, 1.0)
     # The real pixels are capped at as many as the synthetic ones (2 x 32 x 32), but the first image (in the order
     # seed 0 gives: image 0, then 1) always counts: the big image's false alarm counts, the hotter one's does not.
     big, hot = np.full((100, 100), 0.2, np.float32), shaded.copy()
     big[10:20, 10:20], hot[5:30, 5:30] = 0.65, 0.85
-    assert _decision(_ProbabilityIsBrightness(), val, Backgrounds([big, hot]), 0, "cpu")[0] == 0.65
-
+    assert _decision(_ProbabilityIsBrightness(), val, Backgrounds([big, hot]), 0, "cpu", "off")[0] == 0.65
 
 
 def test_finetune_decision_counts_false_alarms_on_held_out_good_parts():
@@ -228,7 +227,7 @@ def test_finetune_decision_counts_false_alarms_on_held_out_good_parts():
     good = np.full((32, 32), 0.2, np.float32)
     good[4:28, 4:28] = 0.55  # a held-out good part with a faint, wide response
     val = RealSet([defect, good], [defect > 0.5, np.zeros((32, 32), bool)], ["Crack", "Free"], ["c", "f"])
-    assert _flip_decision(_ProbabilityIsBrightness(), val, "cpu") == (0.55, None, 1.0)  # 0.2 without the good part
+    assert _flip_decision(_ProbabilityIsBrightness(), val, "cpu", "off") == (0.55, None, 1.0)  # 0.2 without the good part
 
 def test_checkpoints_carry_the_threshold(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35)

@@ -30,7 +30,7 @@ from . import distributed
 from ._version import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .decision import defect_mask
-from .device import keep_freed_memory_for_reuse, resolve_device
+from .device import AMP_MODES, keep_freed_memory_for_reuse, resolve_device
 from .evaluate import predict, predict_masks, score_masks
 from .finetune import FinetuneConfig, finetune
 from .folders import IMAGE_SUFFIXES, MISSING_MASKS, one_colour_warning, read_image
@@ -232,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with one_colour_warning():  # a folder of colour images: one warning, not one per image
         for path in tqdm(files, desc="predict", unit="image"):
             image = read_image(path)
-            prob = predict(model, image, device=device, flips=args.flips)
+            prob = predict(model, image, device=device, flips=args.flips, amp=args.amp)
             mask = defect_mask(prob, threshold, seed_threshold)
             _write_png(out / f"{path.stem}.png", mask.astype(np.uint8) * 255)
             if args.probs:
@@ -348,4 +348,7 @@ def add_commands(sub) -> None:
                    help="average the predictions of the four flips of each image (default; 4x the time, the way "
                         "finetune chose the threshold)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the fastest available)")
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
+                   help="the network's precision: 'auto' (default) bf16 where the CPU or GPU computes it natively, "
+                        "as finetune and pretrain predict; 'off' float32")
     p.set_defaults(func=cmd_predict)

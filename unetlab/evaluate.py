@@ -1,15 +1,17 @@
 """Use a trained model: ``predict`` defect probabilities, ``evaluate`` it on a loader, sweep the threshold, and
 score it on real images of any size (:func:`predict_masks`, :func:`score_masks`).
 
-All three run the model in eval mode (BatchNorm uses its running statistics) without gradients, in float32,
-and put the model back in the mode it was in. Scores come from :mod:`unetlab.metrics`, so their conventions
+All three run the model in eval mode (BatchNorm uses its running statistics) without gradients, and put the
+model back in the mode it was in; in float32, except :func:`predict` and :func:`predict_masks`, which by default
+run the network in bfloat16 where the hardware computes it natively (``amp="auto"``, as :func:`unetlab.fit`
+trains: about twice the speed on such a CPU) and the probabilities in float32. Scores come from :mod:`unetlab.metrics`, so their conventions
 hold here: a pixel is predicted as defect when its probability is ``> threshold``; a ratio 0 / 0 counts as 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from .batches import split_batch
 from .checks import check_unit_values, is_int, is_real
 from .decision import check_decision, defect_mask
-from .device import resolve_device
+from .device import autocast_dtype, resolve_device
 from .model import receptive_field
 from .metrics import (MetricAccumulator, class_dice, class_mean, confusion_counts, confusion_matrix,
                       counts_from_confusion, pooled_from_counts, scores_by_class, scores_from_confusion,
@@ -41,6 +43,7 @@ def predict(
     device: str | torch.device | None = None,
     batch_size: int = 8,
     flips: bool = False,
+    amp: str = "auto",
 ) -> np.ndarray | Tensor:
     """Defect probability of every pixel, for images of any size.
 
@@ -60,6 +63,11 @@ def predict(
             (test-time augmentation: 4x the time; on real magnetic-tile images it raised the class Dice of a
             fine-tuned model from 0.533 to 0.562). The real-use paths (:func:`predict_masks`,
             ``unetlab predict``, :func:`unetlab.finetune`'s threshold) use it.
+        amp: the network's precision, as for :func:`unetlab.fit` (:func:`unetlab.device.autocast_dtype`):
+            ``"auto"`` runs it in bfloat16 where the device computes that natively (a CPU with AMX or AVX-512
+            BF16: 1.9x the speed of float32 on a 1024 px image, measured; a recent GPU), float16 on older GPUs,
+            float32 elsewhere; ``"off"`` always float32. The logits are turned into float32 probabilities either
+            way; on the real magnetic tiles bfloat16 moved test scores by at most a few thousandths (README).
 
     Returns:
         float32 probabilities in [0, 1] with the shape of ``images``: a numpy array for numpy input, a tensor
@@ -75,7 +83,10 @@ def predict(
     """
     if not isinstance(flips, bool):
         raise ValueError(f"flips must be True or False; got {flips!r}")
-    return _per_pixel(model, images, device, batch_size, _flip_averaged if flips else _probabilities)
+    where = resolve_device(device)
+    dtype = autocast_dtype(amp, where)
+    with torch.autocast(where.type, dtype=dtype) if dtype is not None else nullcontext():
+        return _per_pixel(model, images, device, batch_size, _flip_averaged if flips else _probabilities)
 
 
 def _per_pixel(model: nn.Module, images: np.ndarray | Tensor, device: str | torch.device | None, batch_size: int,
@@ -413,13 +424,13 @@ REAL_THRESHOLD = 0.5  # a learned model flags a pixel when its probability is ab
 
 def predict_masks(model: nn.Module, real: RealSet, threshold: float = REAL_THRESHOLD,
                   seed_threshold: float | None = None, *, device: str | torch.device | None = None,
-                  progress: bool = True, flips: bool = True) -> list[np.ndarray]:
+                  progress: bool = True, flips: bool = True, amp: str = "auto") -> list[np.ndarray]:
     """(H, W) bool defect masks of a binary model for every image of ``real``, each at its own full size:
     probability above ``threshold`` (in regions that reach ``seed_threshold`` when one is given:
-    :func:`unetlab.decision.defect_mask`), averaged over the four flips unless ``flips=False`` (see
-    :func:`predict`)."""
+    :func:`unetlab.decision.defect_mask`), averaged over the four flips unless ``flips=False``, the network in the
+    precision ``amp`` gives (see :func:`predict`)."""
     check_decision(threshold, seed_threshold, "predict_masks")
-    return [defect_mask(predict(model, image, device=device, flips=flips), threshold, seed_threshold)
+    return [defect_mask(predict(model, image, device=device, flips=flips, amp=amp), threshold, seed_threshold)
             for image in tqdm(real.images, desc="predict", unit="image", disable=not progress, leave=False)]
 
 

@@ -95,7 +95,8 @@ class FinetuneConfig:
             (:class:`unetlab.synth.Backgrounds`: the ``backgrounds`` given to :func:`finetune`, else the training
             images of a defect-free class), in [0, 1]; 0 (the default) trains on the real windows only.
         synthetic_preset: the :data:`unetlab.synth.PRESETS` name those defects are drawn from (at ``crop`` px).
-        amp: mixed precision for :func:`unetlab.fit` ("auto", "off", "bf16", "fp16").
+        amp: mixed precision for :func:`unetlab.fit` and for the held-out predictions (:func:`unetlab.predict`):
+            "auto", "off", "bf16", "fp16".
         depth, base: the architecture of a fresh model (``model=None``).
     """
 
@@ -301,7 +302,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of any choice): keeping "
             f"the pretrained start untouched, without training (on so few labels training hurt it more often than "
             f"it helped)" + (", and its own decision" if start_decision else "") + "; label more images to fine-tune")
-        return _kept_start(model, train, val, start_decision, device)
+        return _kept_start(model, train, val, start_decision, device, config.amp)
     steps = config.steps_for(len(train))
     per_eval = steps // config.evals
     crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
@@ -326,7 +327,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
-        probs = [predict(net, image, device=device) for image in scored_val.images]
+        probs = [predict(net, image, device=device, amp=config.amp) for image in scored_val.images]
         threshold, value = best_threshold(probs, scored_val)
         record.append({"step": step, "val_class_dice": value, "threshold": threshold})
         counts = np.zeros((len(val), 3), np.int64)  # win_rate resamples all held-out images, as before
@@ -373,7 +374,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         model.load_state_dict(best.pop("state"))
     distributed.share_weights(model)
     record, best = distributed.on_main(lambda: (record, best))
-    threshold, seed_threshold, score = _flip_decision(model, val, device)
+    threshold, seed_threshold, score = _flip_decision(model, val, device, config.amp)
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
                           steps=steps, evals=record, history=history, train_stems=train.stems,
                           val_stems=val.stems, seconds=time.perf_counter() - begin, seed_threshold=seed_threshold)
@@ -418,7 +419,7 @@ def _with_synthetic(crops: RandomCrops, train: RealSet, backgrounds: Backgrounds
             f"on {len(backgrounds)} defect-free image(s)")
 
 
-def _flip_decision(model: nn.Module, val: RealSet, device) -> tuple[float, float | None, float]:
+def _flip_decision(model: nn.Module, val: RealSet, device, amp: str) -> tuple[float, float | None, float]:
     """The threshold and seed threshold of ``model`` chosen on ``val`` and its class Dice there
     (:func:`unetlab.decision.best_decision`), the false positives on ``val``'s defect-free images counted against
     it (``count_good_parts``): as many of them, whole and in ``val``'s order, as have at most the pixels of the
@@ -432,23 +433,23 @@ def _flip_decision(model: nn.Module, val: RealSet, device) -> tuple[float, float
     chosen = val.subset(others + [good[j] for j in within_pixel_budget([val.images[i].size for i in good], budget)])
     model.eval()
     return distributed.on_main(lambda: best_decision(
-        [predict(model, image, device=device, flips=True) for image in chosen.images], chosen.masks,
+        [predict(model, image, device=device, flips=True, amp=amp) for image in chosen.images], chosen.masks,
         chosen.classes, count_good_parts=True))
 
 
 def _kept_start(model: nn.Module, train: RealSet, val: RealSet, decision: tuple[float, float | None] | None,
-                device) -> FinetuneResult:
+                device, amp: str) -> FinetuneResult:
     """The untrained pretrained start as a :class:`FinetuneResult` with its own ``decision`` (scored on ``val``),
     or, without one, the decision ``val`` chooses."""
     begin = time.perf_counter()
     if decision is None or decision[0] is None:
-        threshold, seed_threshold, score = _flip_decision(model, val, device)
+        threshold, seed_threshold, score = _flip_decision(model, val, device, amp)
     else:
         threshold, seed_threshold = decision
         check_decision(threshold, seed_threshold, "finetune's start_decision")
         model.eval()
         score = distributed.on_main(lambda: score_masks(predict_masks(
-            model, val, threshold, seed_threshold, device=device, progress=False), val)["class_dice"])
+            model, val, threshold, seed_threshold, device=device, progress=False, amp=amp), val)["class_dice"])
     return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=0, steps=0,
                           evals=[{"step": 0, "val_class_dice": score, "threshold": threshold}], history=History(),
                           train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin,

@@ -49,7 +49,7 @@ class PretrainConfig:
         epochs: passes over them; the best epoch by validation Dice is kept.
         n_val: held-out synthetic samples that choose the best epoch and the threshold.
         batch_size, lr: Adam on a one-cycle schedule peaking at ``lr``.
-        amp: mixed precision for :func:`unetlab.fit`.
+        amp: mixed precision for :func:`unetlab.fit` and for the predictions that choose the decision.
         depth, base: the UNet's architecture (the same as :func:`unetlab.finetune` builds fresh).
         workers: DataLoader processes drawing the samples (the samples do not depend on it).
     """
@@ -152,13 +152,13 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
         model.load_state_dict(model_best.pop("state"))
     distributed.share_weights(model)
     model.eval()
-    threshold, seed_threshold, dice = distributed.on_main(lambda: _decision(model, val, backgrounds, seed, device))
+    threshold, seed_threshold, dice = distributed.on_main(lambda: _decision(model, val, backgrounds, seed, device, config.amp))
     return PretrainResult(model=model, threshold=threshold, val_dice=dice, history=history,
                           seconds=time.perf_counter() - start, seed_threshold=seed_threshold)
 
 
 def _decision(model: nn.Module, val: SyntheticDefects, backgrounds: Backgrounds | None, seed: int,
-              device) -> tuple[float, float | None, float]:
+              device, amp: str) -> tuple[float, float | None, float]:
     """The kept model's threshold and seed threshold (or None) chosen by :func:`unetlab.decision.best_decision`
     (one class: the pooled Dice) on the synthetic validation samples plus up to as many pixels of unpainted
     background images (whole images in a seeded order, at least one, flip-averaged as real images are predicted;
@@ -166,11 +166,11 @@ def _decision(model: nn.Module, val: SyntheticDefects, backgrounds: Backgrounds 
     leaves the training run as it was."""
     items = [val[i] for i in range(len(val))]  # (1, size, size) image and mask tensors
     images = torch.stack([image for image, _ in items])  # (N, 1, size, size)
-    probs = list(predict(model, images, device=device).cpu().numpy()[:, 0])  # N x (size, size)
+    probs = list(predict(model, images, device=device, amp=amp).cpu().numpy()[:, 0])  # N x (size, size)
     masks = [mask[0].numpy() > 0.5 for _, mask in items]
     order = np.random.default_rng(seed).permutation(len(backgrounds)) if backgrounds is not None else []
     goods = [backgrounds.images[k] for k in order]  # (H, W) float32 in [0, 1] each
     for i in within_pixel_budget([good.size for good in goods], images[:, 0].numel()):  # as many as synthetic
-        probs.append(predict(model, goods[i], device=device, flips=True))
+        probs.append(predict(model, goods[i], device=device, flips=True, amp=amp))
         masks.append(np.zeros(goods[i].shape, bool))
     return best_decision(probs, masks, ["one class"] * len(probs))

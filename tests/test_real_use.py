@@ -227,7 +227,8 @@ def test_finetune_decision_counts_false_alarms_on_held_out_good_parts():
     good = np.full((32, 32), 0.2, np.float32)
     good[4:28, 4:28] = 0.55  # a held-out good part with a faint, wide response
     val = RealSet([defect, good], [defect > 0.5, np.zeros((32, 32), bool)], ["Crack", "Free"], ["c", "f"])
-    assert _flip_decision(_ProbabilityIsBrightness(), val, "cpu", "off") == (0.55, None, 1.0)  # 0.2 without the good part
+    # 0.2 without the good part
+    assert _flip_decision(_ProbabilityIsBrightness(), val, "cpu", "off") == (0.55, None, 1.0)
 
 def test_checkpoints_carry_the_threshold(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35)

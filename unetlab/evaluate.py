@@ -4,8 +4,9 @@ score it on real images of any size (:func:`predict_masks`, :func:`score_masks`)
 All three run the model in eval mode (BatchNorm uses its running statistics) without gradients, and put the
 model back in the mode it was in; in float32, except :func:`predict` and :func:`predict_masks`, which by default
 run the network in bfloat16 where the hardware computes it natively (``amp="auto"``, as :func:`unetlab.fit`
-trains: about twice the speed on such a CPU) and the probabilities in float32. Scores come from :mod:`unetlab.metrics`, so their conventions
-hold here: a pixel is predicted as defect when its probability is ``> threshold``; a ratio 0 / 0 counts as 1.
+trains: about twice the speed on such a CPU) and the probabilities in float32. Scores come from
+:mod:`unetlab.metrics`, so their conventions hold here: a pixel is predicted as defect when its probability is
+``> threshold``; a ratio 0 / 0 counts as 1.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def predict(
             ``unetlab predict``, :func:`unetlab.finetune`'s threshold) use it.
         amp: the network's precision, as for :func:`unetlab.fit` (:func:`unetlab.device.autocast_dtype`):
             ``"auto"`` runs it in bfloat16 where the device computes that natively (a CPU with AMX or AVX-512
-            BF16: 1.9x the speed of float32 on a 1024 px image, measured; a recent GPU), float16 on older GPUs,
-            float32 elsewhere; ``"off"`` always float32. The logits are turned into float32 probabilities either
-            way; on the real magnetic tiles bfloat16 moved test scores by at most a few thousandths (README).
+            BF16: about twice the speed of float32, ``benchmarks/bench_predict.py``; a recent GPU), float16 on
+            older GPUs, float32 elsewhere; ``"off"`` always float32. The logits become float32 probabilities
+            either way; on the real magnetic tiles bfloat16 moved test class Dice by 0.001 at most (README).
 
     Returns:
         float32 probabilities in [0, 1] with the shape of ``images``: a numpy array for numpy input, a tensor

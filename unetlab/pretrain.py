@@ -152,7 +152,8 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
         model.load_state_dict(model_best.pop("state"))
     distributed.share_weights(model)
     model.eval()
-    threshold, seed_threshold, dice = distributed.on_main(lambda: _decision(model, val, backgrounds, seed, device, config.amp))
+    threshold, seed_threshold, dice = distributed.on_main(
+        lambda: _decision(model, val, backgrounds, seed, device, config.amp))
     return PretrainResult(model=model, threshold=threshold, val_dice=dice, history=history,
                           seconds=time.perf_counter() - start, seed_threshold=seed_threshold)
 

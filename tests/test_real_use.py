@@ -428,17 +428,20 @@ def test_predict_on_a_folder_of_colour_images_warns_once(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
 
 
+def _with_good_parts(data: RealSet, n: int) -> RealSet:
+    """``data`` and ``n`` plain 64 px images of class "good" with empty masks (stems ``g0``, ``g1``, ...)."""
+    blank = [np.full((64, 64), 0.4, np.float32) for _ in range(n)]
+    return RealSet(data.images + blank, data.masks + [np.zeros((64, 64), bool)] * n, data.classes + ["good"] * n,
+                   data.stems + [f"g{i}" for i in range(n)])
+
+
 def test_step_validation_does_not_predict_the_held_out_good_parts(labelled, monkeypatch):
     # Class Dice, which scores the steps, takes no part in a class without defect pixels: in a folder of many good
     # parts (MVTec AD's train/good) predicting them at every validation would cost most of the time for nothing.
-    data = RealSet.load(labelled, progress=False)
-    blank = [np.full((64, 64), 0.4, np.float32) for _ in range(10)]
-    both = RealSet(data.images + blank, data.masks + [np.zeros((64, 64), bool)] * 10, data.classes + ["good"] * 10,
-                   data.stems + [f"g{i}" for i in range(10)])
-    module = sys.modules["unetlab.finetune"]
+    both = _with_good_parts(RealSet.load(labelled, progress=False), 10)
     calls = []
-    monkeypatch.setattr(module, "predict", lambda model, image, **kw: calls.append(kw.get("flips", False))
-                        or predict(model, image, **kw))
+    monkeypatch.setattr(sys.modules["unetlab.finetune"], "predict",
+                        lambda model, image, **kw: calls.append(kw.get("flips", False)) or predict(model, image, **kw))
     result = finetune(None, both, TINY, seed=0, progress=False, log=lambda _: None)
     held_good = [s for s in result.val_stems if s.startswith("g")]
     assert len(held_good) == 2
@@ -450,13 +453,10 @@ def test_final_decision_counts_at_most_as_many_good_pixels_as_defect_image_pixel
     # A folder of hundreds of large good parts (MVTec AD's train/good: 1024 px each) held out a fifth of them, and
     # the final decision predicted every one with flips: minutes for a handful of defect images. Now whole good
     # parts, in held-out order, up to the pixels of the held-out images with defects.
-    data = RealSet.load(labelled, progress=False)
-    blank = [np.full((64, 64), 0.4, np.float32) for _ in range(30)]
-    both = RealSet(data.images + blank, data.masks + [np.zeros((64, 64), bool)] * 30, data.classes + ["good"] * 30,
-                   data.stems + [f"g{i}" for i in range(30)])
-    module = sys.modules["unetlab.finetune"]
+    both = _with_good_parts(RealSet.load(labelled, progress=False), 30)
     flipped = []
-    monkeypatch.setattr(module, "predict", lambda model, image, **kw: kw.get("flips") and flipped.append(image)
+    monkeypatch.setattr(sys.modules["unetlab.finetune"], "predict",
+                        lambda model, image, **kw: kw.get("flips") and flipped.append(image)
                         or predict(model, image, **kw))
     result = finetune(None, both, TINY, seed=0, progress=False, log=lambda _: None)
     held_good = [s for s in result.val_stems if s.startswith("g")]

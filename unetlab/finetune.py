@@ -7,10 +7,11 @@ images; README, "Sim to real"):
 
 - **hold out** a stratified slice of the images (``val_fraction`` of each class, at least one image of every
   class that has two): they choose the best step and the decision threshold, and are never trained on;
-- train on random ``crop`` x ``crop`` **windows**, half of them over a defect (real defects are small: uniform
-  windows would mostly say "nothing here"), flipped (lossless; quarter turns and photometric changes cost
-  Dice, measured), with Adam on a one-cycle schedule and BCE + per-image Dice (:class:`unetlab.BCEDiceLoss`, which
-  weighs a tiny blowhole's window as much as a large patch's);
+- train on random ``crop`` x ``crop`` **windows**, each of an image picked uniformly and, with probability 1/2,
+  over one of its defect pixels (real defects are small: uniform windows would mostly say "nothing here"; in a
+  folder of mostly good parts few windows hold a defect, README), flipped (lossless; quarter turns and
+  photometric changes cost Dice, measured), with Adam on a one-cycle schedule and BCE + per-image Dice
+  (:class:`unetlab.BCEDiceLoss`, which weighs a tiny blowhole's window as much as a large patch's);
 - optionally (``synthetic_share``, off by default) replace a share of the windows by **synthetic defects painted
   on defect-free images** (the ``backgrounds`` given, else the training images of a defect-free class). Measured on
   three magnetic-tile splits at k = 20 from the synthetic start, a quarter of them painted on the pool's good parts
@@ -81,7 +82,8 @@ class FinetuneConfig:
         crop: side of the training windows, px (a multiple of the model's ``2**depth``).
         batch_size: windows per optimiser step.
         lr: peak learning rate of the one-cycle schedule (Adam).
-        defect_share: share of the windows placed over a defect pixel, in [0, 1].
+        defect_share: probability that a window is placed over a defect pixel of its image (uniformly picked;
+            an image without one gets a uniform window), in [0, 1] (:class:`unetlab.real.RandomCrops`).
         steps_per_image: optimiser steps per training image; the total is clipped to [min_steps, max_steps].
         min_steps, max_steps: bounds of the number of steps.
         evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).

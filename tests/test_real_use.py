@@ -230,6 +230,7 @@ def test_finetune_decision_counts_false_alarms_on_held_out_good_parts():
     # 0.2 without the good part
     assert _flip_decision(_ProbabilityIsBrightness(), val, "cpu", "off") == (0.55, None, 1.0)
 
+
 def test_checkpoints_carry_the_threshold(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", UNet(base=4), threshold=0.35)
     assert load_checkpoint(path)[1]["threshold"] == 0.35

@@ -87,7 +87,7 @@ def predict(
     where = resolve_device(device)
     dtype = autocast_dtype(amp, where)
     with torch.autocast(where.type, dtype=dtype) if dtype is not None else nullcontext():
-        return _per_pixel(model, images, device, batch_size, _flip_averaged if flips else _probabilities)
+        return _per_pixel(model, images, where, batch_size, _flip_averaged if flips else _probabilities)
 
 
 def _per_pixel(model: nn.Module, images: np.ndarray | Tensor, device: str | torch.device | None, batch_size: int,

@@ -134,6 +134,40 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
         finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=said.append, start_decision=(0.5, 0.4))
 
 
+def test_a_refit_trains_the_start_again_on_every_image_and_keeps_the_decision(labelled, monkeypatch):
+    finetune_module = sys.modules["unetlab.finetune"]
+    data = RealSet.load(labelled, progress=False)
+    calls = []
+    real_fit = finetune_module.fit
+
+    def spy(model, loader, *args, **kwargs):
+        calls.append((loader, kwargs, {k: v.clone() for k, v in model.state_dict().items()}))
+        return real_fit(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(finetune_module, "fit", spy)
+    quiet = dict(seed=1, device="cpu", progress=False, log=lambda _: None)
+    plain = finetune(None, data, TINY, **quiet)
+    assert not plain.refitted and len(calls) == 1 and plain.trained_on == plain.train_stems
+    said = []
+    result = finetune(None, data, TINY.replace(refit=True), **{**quiet, "log": said.append})
+    assert result.refitted and len(calls) == 3 and "then the same again on all 8 images (refit)" in said[0]
+    (first, first_kwargs, first_start), (again, again_kwargs, again_start) = calls[1], calls[2]
+    assert len(first.dataset.images) == len(result.train_stems) == 6 and len(again.dataset.images) == len(data)
+    assert sorted(result.trained_on) == sorted(data.stems)  # the held-out images too
+    for name, value in first_start.items():  # the refit starts from the same weights as the first run
+        torch.testing.assert_close(again_start[name], value)
+    assert len(again) == len(first) and again_kwargs["epochs"] == first_kwargs["epochs"] == TINY.evals
+    assert again_kwargs.get("validate") is None and again_kwargs["scheduler"] == "onecycle"
+    # The decision and its score are those the held-out images chose for the first run; the weights are new.
+    assert (result.threshold, result.seed_threshold, result.val_score, result.best_step) == (
+        plain.threshold, plain.seed_threshold, plain.val_score, plain.best_step)
+    assert any(not torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
+                                                     plain.model.state_dict().values()))
+    assert not result.model.training
+    with pytest.raises(ValueError, match="refit"):
+        FinetuneConfig(refit=1)
+
+
 def test_unanimous_images_are_needed_in_a_number_that_can_reach_the_confidence():
     assert [images_to_be_sure(c) for c in (0.0, 0.5, 0.75, 0.8, 0.9, 0.95)] == [0, 1, 2, 3, 4, 5]
     with pytest.raises(ValueError, match="keep_confidence"):
@@ -173,6 +207,12 @@ def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
     cfg = FinetuneConfig()
     assert cfg.steps_for(5) == cfg.min_steps and cfg.steps_for(10_000) == cfg.max_steps
     assert cfg.steps_for(100) == 100 * cfg.steps_per_image
+    # Good parts count up to as many as the images with a defect: 24 defects + 160 good parts count as 48 images.
+    assert cfg.steps_for(100, 30) == 100 * cfg.steps_per_image and cfg.steps_for(100, 60) == 80 * cfg.steps_per_image
+    assert cfg.steps_for(184, 160) == cfg.min_steps and cfg.steps_for(184, 0) == cfg.max_steps
+    assert cfg.steps_for(3, 3) == cfg.min_steps
+    with pytest.raises(ValueError, match="n_good <= n_train"):
+        cfg.steps_for(3, 4)
     for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5)):
         with pytest.raises(ValueError, match="FinetuneConfig"):
             FinetuneConfig(**bad)
@@ -276,6 +316,13 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert "synthetic defects ('transfer' preset) painted on 2 defect-free image(s)" in capsys.readouterr().out
     fresh = json.loads((tmp_path / "fresh" / "finetune.json").read_text())
     assert fresh["backgrounds"] == str(bg.resolve()) and fresh["steps"] == 8 and record["backgrounds"] is None
+    assert not fresh["refitted"] and not record["refitted"]
+    assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "refit"), "--quick",
+                 "--refit"]) == 0
+    assert "kept step 8 of 8, then trained again on all 8 images (--refit)" in capsys.readouterr().out
+    refit = json.loads((tmp_path / "refit" / "finetune.json").read_text())
+    trained_on = load_checkpoint(tmp_path / "refit" / "model.pt")[1]["data_config"]["finetuned_on"]
+    assert refit["refitted"] and sorted(trained_on) == sorted(refit["train_stems"] + refit["val_stems"])
     assert fresh["config"]["synthetic_share"] == 0.25 and record["config"]["synthetic_share"] == 0
 
     big = tmp_path / "big.png"  # a 16-bit image of another size than the training windows

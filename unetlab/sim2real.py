@@ -44,10 +44,11 @@ FRESH, BASELINE = "fresh", "baseline"
 # re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too; 4: pretrain chooses its
 # decision with the unpainted backgrounds too; 5: its decision's predictions run in bfloat16 where native);
 # FINETUNE_REVISION the rows (it was PRETRAIN_REVISION up to 4; 5: finetune's decision counts the false alarms on
-# held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native), so a change to
+# held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native; 7: defect-free
+# images count for the number of steps only up to as many as the images with a defect), so a change to
 # fine-tuning alone keeps the starts.
 PRETRAIN_REVISION = 5
-FINETUNE_REVISION = 6
+FINETUNE_REVISION = 7
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
@@ -125,8 +126,8 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
     Returns:
         rows of ``start``, ``k``, ``split``, the :func:`unetlab.score_masks` summary (without
         ``per_image_dice``), ``threshold`` and ``seed_threshold``, ``val_class_dice`` (the held-out pool images'
-        score that chose them; None for k = 0 and the baseline), ``best_step``, ``steps``, ``train_seconds``,
-        ``stems`` (the k images) and ``checkpoint``.
+        score that chose them; None for k = 0 and the baseline), ``best_step``, ``steps``, ``refitted``,
+        ``train_seconds``, ``stems`` (the k images) and ``checkpoint``.
     """
     pool, held_out = real_splits(real.classes, seed=split)
     if test is None:
@@ -191,11 +192,12 @@ def _run_one(e: Experiment, train: RealSet, test_set: RealSet, starts: dict, con
             result = finetune(model, train, config, seed=split, device=device, progress=progress, log=log,
                               start_decision=(info["threshold"], info["seed_threshold"]) if info else None)
             model, threshold, seed_threshold = result.model, result.threshold, result.seed_threshold
-            row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps)
+            row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps,
+                       refitted=result.refitted)
             if saved is not None:
                 save_checkpoint(saved, model, threshold=threshold, seed_threshold=seed_threshold,
                                 history=result.history,
-                                data_config={"finetuned_on": result.train_stems, "validated_on": result.val_stems,
+                                data_config={"finetuned_on": result.trained_on, "validated_on": result.val_stems,
                                              "start": e.start, "split": split})
                 row["checkpoint"] = str(saved)
         preds = predict_masks(model, test_set, threshold, seed_threshold, device=device, progress=progress)

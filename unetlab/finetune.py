@@ -42,7 +42,7 @@ images; README, "Sim to real"):
   included, from the same start by the same recipe, and return those weights with the decision the held-out
   images chose (they cannot judge weights that trained on them). At k = 20 a fifth held out leaves 14 images to
   learn from; on three magnetic-tile splits and two fine-tune seeds the refit raised test class Dice in all six
-  pairs (README, "Sim to real"), but it takes a k = 20 fine-tune over 5 minutes on a 2-core CPU.
+  pairs (README, "Sim to real"), but it takes a k = 20 fine-tune to about 5 minutes on a 2-core CPU.
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from . import distributed
 from .augment import AugmentConfig
@@ -336,14 +336,7 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         return _kept_start(model, train, val, start_decision, device, config.amp)
     steps = config.steps_for(len(train), len(train.good_parts()))
     per_eval = steps // config.evals
-    crops = RandomCrops(train.images, train.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
-                        augment=config.augment, defect_share=config.defect_share)
-    windows, painted = _with_synthetic(crops, train, backgrounds, config, seed)
-    # Each epoch of fit draws per_eval batches of windows; the sampler's own generator moves on between epochs.
-    # Under torchrun every process draws the same windows and takes its share of each batch (sharded_loader).
-    sampler = RandomSampler(windows, replacement=True, num_samples=per_eval * config.batch_size,
-                            generator=torch.Generator().manual_seed(seed))
-    loader = distributed.sharded_loader(windows, config.batch_size, sampler)
+    loader, painted = _windows(train, steps, config, backgrounds, seed)
     log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose the step and threshold): {steps} steps "
         f"of {config.batch_size} windows of {config.crop} px, {config.evals} validations; {painted}"
         + (f"; then the same again on all {len(data)} images (refit)" if config.refit else ""))
@@ -417,19 +410,28 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
                           refitted=refitted)
 
 
+def _windows(images: RealSet, steps: int, config: FinetuneConfig, backgrounds: Backgrounds | None,
+             seed: int) -> tuple[DataLoader, str]:
+    """The training loader over windows of ``images`` for ``steps`` steps in ``config.evals`` epochs (each epoch
+    of fit draws ``steps // evals`` batches; the sampler's own generator moves on between epochs; under torchrun
+    every process draws the same windows and takes its share of each batch), and the phrase of
+    :func:`_with_synthetic`."""
+    crops = RandomCrops(images.images, images.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
+                        augment=config.augment, defect_share=config.defect_share)
+    windows, painted = _with_synthetic(crops, images, backgrounds, config, seed)
+    sampler = RandomSampler(windows, replacement=True, num_samples=steps // config.evals * config.batch_size,
+                            generator=torch.Generator().manual_seed(seed))
+    return distributed.sharded_loader(windows, config.batch_size, sampler), painted
+
+
 def _train_on(model: nn.Module, data: RealSet, config: FinetuneConfig, backgrounds: Backgrounds | None, seed: int,
               device, progress: bool) -> None:
     """Train ``model`` in place on windows of every image of ``data`` by the recipe's schedule (its number of
     steps for them, one-cycle, windows cut as the first run cut them, synthetic share included), without
     validation; leave it in eval mode."""
-    steps = config.steps_for(len(data), len(data.good_parts()))
-    crops = RandomCrops(data.images, data.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
-                        augment=config.augment, defect_share=config.defect_share)
-    windows, _ = _with_synthetic(crops, data, backgrounds, config, seed)
-    sampler = RandomSampler(windows, replacement=True, num_samples=steps // config.evals * config.batch_size,
-                            generator=torch.Generator().manual_seed(seed))
-    fit(model, distributed.sharded_loader(windows, config.batch_size, sampler), None, epochs=config.evals,
-        lr=config.lr, scheduler="onecycle", device=device, progress=progress, amp=config.amp, seed=seed)
+    loader, _ = _windows(data, config.steps_for(len(data), len(data.good_parts())), config, backgrounds, seed)
+    fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device, progress=progress,
+        amp=config.amp, seed=seed)
     model.eval()
 
 

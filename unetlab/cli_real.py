@@ -163,9 +163,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
-    kept = (f"kept step {result.best_step} of {result.steps}"
-            + (f", then trained again on all {len(data)} images (--refit)" if result.refitted else "")
-            if result.steps else
+    refitted = f", then trained again on all {len(data)} images (--refit)" if result.refitted else ""
+    kept = (f"kept step {result.best_step} of {result.steps}{refitted}" if result.steps else
             "kept the pretrained start, untrained (too few held-out images with a defect to judge any training)")
     print(f"{kept}: held-out class Dice {result.val_score:.3f} at {_said(result.threshold, result.seed_threshold)} "
           f"({result.seconds:.0f} s)")
@@ -336,7 +335,7 @@ def add_commands(sub) -> None:
                         f"{d.synthetic_share:g}: real windows only; see the README, 'Sim to real')")
     p.add_argument("--refit", action="store_true",
                    help="once the held-out images have chosen the decision, train again on every image, held-out "
-                        "ones too, and keep that decision: better models in our measurements, about twice the time")
+                        "ones too, and keep that decision: better models in our measurements, the steps trained twice")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 

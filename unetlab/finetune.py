@@ -38,8 +38,8 @@ images; README, "Sim to real"):
   this last choice the **false alarms on held-out defect-free images count** against a decision (class Dice
   alone ignores them: a class with no defect pixel takes no part); on the magnetic tiles it changed 5 of 24
   fine-tunes' decisions, each for a higher test class Dice, and none for a lower one (README, "Sim to real").
-- optionally (``refit``, off by default: it doubles the time) **train again on every image**, the held-out ones
-  included, from the same start by the same recipe, and return those weights with the decision the held-out
+- optionally (``refit``, off by default: it trains the steps twice) **train again on every image**, the held-out
+  ones included, from the same start by the same recipe, and return those weights with the decision the held-out
   images chose (they cannot judge weights that trained on them). At k = 20 a fifth held out leaves 14 images to
   learn from; on three magnetic-tile splits and two fine-tune seeds the refit raised test class Dice in all six
   pairs (README, "Sim to real"), but it takes a k = 20 fine-tune to about 5 minutes on a 2-core CPU.
@@ -96,7 +96,7 @@ class FinetuneConfig:
         min_steps, max_steps: bounds of the number of steps.
         evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).
         refit: once the held-out images have chosen the decision, train the start again on every image (held-out
-            ones too) by the same recipe and return those weights with that decision: about twice the time.
+            ones too) by the same recipe and return those weights with that decision (the steps trained twice).
         val_fraction: share of each class held out for validation, in (0, 1).
         keep_confidence: how sure the held-out images must be that the best-scoring step beats the last one
             before its weights replace the last ones: the share of bootstrap resamples it must win
@@ -188,7 +188,8 @@ class FinetuneResult:
         refitted: whether the returned weights were trained again on every image (``config.refit``; not when the
             held-out images kept the untrained start, nor when training was skipped).
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
-        history: the :class:`unetlab.History` of :func:`unetlab.fit` (``val_dice`` holds the class Dice).
+        history: the :class:`unetlab.History` of the validated run of :func:`unetlab.fit` (``val_dice`` holds the
+            class Dice); a refit's run is not recorded.
         train_stems, val_stems: which images trained and which validated.
         seconds: wall-clock time of the whole fine-tune.
     """

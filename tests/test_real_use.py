@@ -146,24 +146,34 @@ def test_a_refit_trains_the_start_again_on_every_image_and_keeps_the_decision(la
 
     monkeypatch.setattr(finetune_module, "fit", spy)
     quiet = dict(seed=1, device="cpu", progress=False, log=lambda _: None)
-    plain = finetune(None, data, TINY, **quiet)
-    assert not plain.refitted and len(calls) == 1 and plain.trained_on == plain.train_stems
+    plain = finetune(None, data, TINY, **quiet)  # "auto": 2 + 4 steps would not fit in max_steps = 4
+    assert not plain.refitted and plain.refit_steps == 0 and len(calls) == 1 and plain.trained_on == plain.train_stems
+    assert plain.steps == 4 and calls[0][1]["epochs"] == 2
     said = []
     result = finetune(None, data, TINY.replace(refit=True), **{**quiet, "log": said.append})
-    assert result.refitted and len(calls) == 3 and "then the same again on all 8 images (refit)" in said[0]
+    assert result.refitted and len(calls) == 3
+    assert "then 4 steps from the start again on all 8 images (refit)" in said[0]
     (first, first_kwargs, first_start), (again, again_kwargs, again_start) = calls[1], calls[2]
     assert len(first.dataset.images) == len(result.train_stems) == 6 and len(again.dataset.images) == len(data)
     assert sorted(result.trained_on) == sorted(data.stems)  # the held-out images too
     for name, value in first_start.items():  # the refit starts from the same weights as the first run
         torch.testing.assert_close(again_start[name], value)
-    assert len(again) == len(first) and again_kwargs["epochs"] == first_kwargs["epochs"] == TINY.evals
+    # The first run only chooses: half the steps (one of its two validations); the refit trains the planned 4.
+    assert (result.steps, result.best_step, result.refit_steps) == (2, 2, 4)
+    assert (len(first), first_kwargs["epochs"], len(again), again_kwargs["epochs"]) == (2, 1, 2, TINY.evals)
     assert again_kwargs.get("validate") is None and again_kwargs["scheduler"] == "onecycle"
-    # The decision and its score are those the held-out images chose for the first run; the weights are new.
-    assert (result.threshold, result.seed_threshold, result.val_score, result.best_step) == (
-        plain.threshold, plain.seed_threshold, plain.val_score, plain.best_step)
-    assert any(not torch.equal(a, b) for a, b in zip(result.model.state_dict().values(),
+    # The refit's decision is its own, chosen on the held-out images; its score is the kept step's validation.
+    val = data.subset([data.stems.index(stem) for stem in result.val_stems])
+    assert (result.threshold, result.seed_threshold) == finetune_module._flip_decision(result.model, val, "cpu",
+                                                                                       "auto")[:2]
+    assert result.val_score == next(e["val_class_dice"] for e in result.evals if e["step"] == result.best_step)
+    # With the whole first run (choosing_share 1) that run is the plain fine-tune's; the refit's weights are new.
+    whole = finetune(None, data, TINY.replace(refit=True, choosing_share=1.0), **quiet)
+    assert whole.refitted and (whole.steps, whole.refit_steps) == (4, 4) and len(calls[3][0]) == len(calls[4][0])
+    assert whole.evals == plain.evals and whole.best_step == plain.best_step
+    assert any(not torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
                                                      plain.model.state_dict().values()))
-    assert not result.model.training
+    assert not result.model.training and not whole.model.training
     with pytest.raises(ValueError, match="refit"):
         FinetuneConfig(refit=1)
 
@@ -213,7 +223,23 @@ def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
     assert cfg.steps_for(3, 3) == cfg.min_steps
     with pytest.raises(ValueError, match="n_good <= n_train"):
         cfg.steps_for(3, 4)
-    for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5)):
+
+    def folder(n, good=0):  # n tiny images, the first ``good`` of them good parts (class "good")
+        masks = [np.full((4, 4), i >= good) for i in range(n)]
+        return RealSet([np.zeros((4, 4), np.float32)] * n, masks, ["good" if i < good else "x" for i in range(n)],
+                       [str(i) for i in range(n)])
+
+    # k = 20: the validated run on 14 images trains half its 1,000 steps (5 of its 10 validations), the refit
+    # 1,000 on all 20; on the whole magnetic-tile pool (119 + 30, 16 + 4 good) both would not fit in 2,000 steps.
+    assert cfg.refit == "auto" and cfg.plan(folder(14), folder(20)) == (500, 5, 1000)
+    assert cfg.plan(folder(119, 16), folder(149, 20)) == (1780, 10, 0)
+    assert cfg.replace(refit=True).plan(folder(119, 16), folder(149, 20)) == (890, 5, 2000)
+    assert cfg.replace(refit=False).plan(folder(14), folder(20)) == (1000, 10, 0)
+    assert cfg.replace(choosing_share=0.3).plan(folder(14), folder(20)) == (300, 3, 1000)
+    assert cfg.replace(choosing_share=1.0).plan(folder(14), folder(20)) == (1000, 10, 1000)
+    assert cfg.replace(min_steps=100, evals=3, choosing_share=0.1).plan(folder(5), folder(6)) == (33, 1, 99)
+    for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5),
+                dict(refit="yes"), dict(choosing_share=0), dict(choosing_share=1.5)):
         with pytest.raises(ValueError, match="FinetuneConfig"):
             FinetuneConfig(**bad)
     one = RealSet([np.zeros((32, 32), np.float32)], [np.zeros((32, 32), bool)], ["x"], ["a"])
@@ -319,8 +345,9 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert not fresh["refitted"] and not record["refitted"]
     assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "refit"), "--quick",
                  "--refit"]) == 0
-    assert "kept step 8 of 8, then trained again on all 8 images (--refit)" in capsys.readouterr().out
+    assert "kept step 4 of 4, then 8 steps from the start again on all 8 images (refit)" in capsys.readouterr().out
     refit = json.loads((tmp_path / "refit" / "finetune.json").read_text())
+    assert refit["refit_steps"] == 8 and refit["config"]["refit"] is True and record["config"]["refit"] == "auto"
     trained_on = load_checkpoint(tmp_path / "refit" / "model.pt")[1]["data_config"]["finetuned_on"]
     assert refit["refitted"] and sorted(trained_on) == sorted(refit["train_stems"] + refit["val_stems"])
     assert fresh["config"]["synthetic_share"] == 0.25 and record["config"]["synthetic_share"] == 0

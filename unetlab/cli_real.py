@@ -135,7 +135,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                if getattr(args, k) is not None}
     if "max_steps" in changes:
         changes["min_steps"] = min(config.min_steps, changes["max_steps"])
-    config = config.replace(**changes, refit=args.refit)
+    config = config.replace(**changes, refit={"auto": "auto", "always": True, "never": False}[args.refit])
     device = resolve_device(args.device)
     model, start, info = None, "fresh weights", {}
     if args.init.lower() != "none":
@@ -159,11 +159,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                         "config": dataclasses.asdict(config), "threshold": result.threshold,
                                         "seed_threshold": result.seed_threshold, "val_class_dice": result.val_score,
                                         "best_step": result.best_step, "refitted": result.refitted,
+                                        "refit_steps": result.refit_steps,
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
     save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
-    refitted = f", then trained again on all {len(data)} images (--refit)" if result.refitted else ""
+    refitted = (f", then {result.refit_steps} steps from the start again on all {len(data)} images (refit)"
+                if result.refitted else "")
     kept = (f"kept step {result.best_step} of {result.steps}{refitted}" if result.steps else
             "kept the pretrained start, untrained (too few held-out images with a defect to judge any training)")
     print(f"{kept}: held-out class Dice {result.val_score:.3f} at {_said(result.threshold, result.seed_threshold)} "
@@ -333,9 +335,11 @@ def add_commands(sub) -> None:
     p.add_argument("--synthetic-share", type=float, default=None,
                    help=f"share of the training windows replaced by synthetic defects, e.g. 0.25 (default "
                         f"{d.synthetic_share:g}: real windows only; see the README, 'Sim to real')")
-    p.add_argument("--refit", action="store_true",
-                   help="once the held-out images have chosen the decision, train again on every image, held-out "
-                        "ones too, and keep that decision: better models in our measurements, the steps trained twice")
+    p.add_argument("--refit", choices=("auto", "always", "never"), nargs="?", const="always", default="auto",
+                   help="once the held-out images have chosen the step (in a run of half the steps), train again "
+                        "from the start on every image, held-out ones too, and choose its decision on them: better "
+                        "models in our measurements. auto (default): when both runs fit in --max-steps; --refit "
+                        "alone: always")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -45,10 +45,11 @@ FRESH, BASELINE = "fresh", "baseline"
 # decision with the unpainted backgrounds too; 5: its decision's predictions run in bfloat16 where native);
 # FINETUNE_REVISION the rows (it was PRETRAIN_REVISION up to 4; 5: finetune's decision counts the false alarms on
 # held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native; 7: defect-free
-# images count for the number of steps only up to as many as the images with a defect), so a change to
-# fine-tuning alone keeps the starts.
+# images count for the number of steps only up to as many as the images with a defect; 8: a refit on every image
+# after a half-length validated run, by default where both fit in max_steps), so a change to fine-tuning alone
+# keeps the starts.
 PRETRAIN_REVISION = 5
-FINETUNE_REVISION = 7
+FINETUNE_REVISION = 8
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,
@@ -127,7 +128,7 @@ def run_experiments(plan: Sequence[Experiment], real: RealSet, starts: dict[str,
         rows of ``start``, ``k``, ``split``, the :func:`unetlab.score_masks` summary (without
         ``per_image_dice``), ``threshold`` and ``seed_threshold``, ``val_class_dice`` (the held-out pool images'
         score that chose them; None for k = 0 and the baseline), ``best_step``, ``steps``, ``refitted``,
-        ``train_seconds``, ``stems`` (the k images) and ``checkpoint``.
+        ``refit_steps``, ``train_seconds``, ``stems`` (the k images) and ``checkpoint``.
     """
     pool, held_out = real_splits(real.classes, seed=split)
     if test is None:
@@ -193,7 +194,7 @@ def _run_one(e: Experiment, train: RealSet, test_set: RealSet, starts: dict, con
                               start_decision=(info["threshold"], info["seed_threshold"]) if info else None)
             model, threshold, seed_threshold = result.model, result.threshold, result.seed_threshold
             row.update(val_class_dice=result.val_score, best_step=result.best_step, steps=result.steps,
-                       refitted=result.refitted)
+                       refitted=result.refitted, refit_steps=result.refit_steps)
             if saved is not None:
                 save_checkpoint(saved, model, threshold=threshold, seed_threshold=seed_threshold,
                                 history=result.history,

@@ -189,11 +189,10 @@ class FinetuneConfig:
         ``data`` (0: no refit).
 
         Without a refit the validated run trains :meth:`steps_for` its images. With one, that run only chooses the
-        step, and trains ``choosing_share`` of them (a multiple of the steps between two
-        validations); the refit trains :meth:`steps_for` every image. ``refit="auto"`` refits only when the two
-        together stay within ``max_steps``, the recipe's time budget: at k = 20 (14 + 6 images) 500 + 1,000 steps,
-        while on a few hundred images the refit alone takes the whole budget, and adds little (a fifth more
-        images to many)."""
+        step, and trains ``choosing_share`` of them (a multiple of the steps between two validations); the refit
+        trains :meth:`steps_for` every image. ``refit="auto"`` refits only when the two together stay within
+        ``max_steps``, the recipe's budget: at k = 20 (14 + 6 images) 500 + 1,000 steps, while on a few hundred
+        images the refit alone takes the whole budget, and adds little (a fifth more images to many)."""
         steps = self.steps_for(len(train), len(train.good_parts()))
         if self.refit is False:
             return steps, self.evals, 0

@@ -45,9 +45,9 @@ FRESH, BASELINE = "fresh", "baseline"
 # decision with the unpainted backgrounds too; 5: its decision's predictions run in bfloat16 where native);
 # FINETUNE_REVISION the rows (it was PRETRAIN_REVISION up to 4; 5: finetune's decision counts the false alarms on
 # held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native; 7: defect-free
-# images count for the number of steps only up to as many as the images with a defect; 8: a refit on every image
-# after a half-length validated run, by default where both fit in max_steps), so a change to fine-tuning alone
-# keeps the starts.
+# images count for the number of steps only up to as many as the images with a defect; 8: a refit on every image,
+# with its own decision, after a half-length validated run, by default where both fit in max_steps), so a change
+# to fine-tuning alone keeps the starts.
 PRETRAIN_REVISION = 5
 FINETUNE_REVISION = 8
 

@@ -48,7 +48,7 @@ images; README, "Sim to real"):
   magnetic-tile fine-tunes, though lower in three of them). It was tried after the other variants' test scores
   were seen, and weights that fit their training images perfectly would score every threshold alike there. By
   default (``refit="auto"``) the refit runs when both runs fit in ``max_steps`` (:meth:`FinetuneConfig.plan`):
-  up to a few dozen labelled images, not a whole pool of hundreds, where the refit alone would take the time
+  up to a few dozen labelled images, not a whole pool of hundreds, where the refit alone would take the step
   budget and add only a fifth more images to many. On three magnetic-tile splits and two fine-tune seeds at
   k = 20 it raised mean test class Dice from 0.426 to 0.497, in all six pairs (README, "Sim to real").
 

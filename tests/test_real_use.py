@@ -91,12 +91,12 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
 
     monkeypatch.setattr(finetune_module, "fit", ruinous_fit)
 
-    def run():
+    def run(**changes):
         model = UNet(depth=2, base=4)
         model.load_state_dict(kept)
         # 4 of the 8 images held out: enough for a sure choice at the default confidence (images_to_be_sure)
-        return finetune(model, data, TINY.replace(val_fraction=0.5), seed=1, device="cpu", progress=False,
-                        log=lambda _: None)
+        return finetune(model, data, TINY.replace(val_fraction=0.5, **changes), seed=1, device="cpu",
+                        progress=False, log=lambda _: None)
 
     clear = run()  # the start beats the ruined last weights on every held-out image: it is kept
     assert [e["step"] for e in clear.evals] == [0, 2] and clear.evals[1]["val_class_dice"] == 0
@@ -104,6 +104,11 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
     for name, value in clear.model.state_dict().items():
         torch.testing.assert_close(value, kept[name])
     assert len(clear.val_stems) == 4
+    # With a refit the first of the two parts is validated (step 2), and the start, clearly better, is kept.
+    refit = run(refit=True)
+    assert [e["step"] for e in refit.evals] == [0, 2] and refit.best_step == 0 and not refit.refitted
+    for name, value in refit.model.state_dict().items():
+        torch.testing.assert_close(value, kept[name])
     monkeypatch.setattr(finetune_module, "win_rate", lambda *args, **kwargs: 0.5)  # held-out images unsure
     unsure = run()
     assert unsure.best_step == 2 and float(unsure.model.head.bias.detach()[0]) == -30.0  # the last weights stay
@@ -134,46 +139,46 @@ def test_a_pretrained_start_is_validated_at_step_0_and_replaces_the_last_weights
         finetune(model, data, TINY, seed=1, device="cpu", progress=False, log=said.append, start_decision=(0.5, 0.4))
 
 
-def test_a_refit_trains_the_start_again_on_every_image_and_keeps_the_decision(labelled, monkeypatch):
+def test_a_refit_trains_its_last_steps_on_every_image_and_chooses_the_decision_with_them(labelled, monkeypatch):
     finetune_module = sys.modules["unetlab.finetune"]
     data = RealSet.load(labelled, progress=False)
     calls = []
     real_fit = finetune_module.fit
 
     def spy(model, loader, *args, **kwargs):
-        calls.append((loader, kwargs, {k: v.clone() for k, v in model.state_dict().items()}))
+        calls.append((loader, kwargs))
         return real_fit(model, loader, *args, **kwargs)
 
     monkeypatch.setattr(finetune_module, "fit", spy)
     quiet = dict(seed=1, device="cpu", progress=False, log=lambda _: None)
-    plain = finetune(None, data, TINY, **quiet)  # "auto": 2 + 4 steps would not fit in max_steps = 4
+    plain = finetune(None, data, TINY, **quiet)  # "auto": the steps for all 8 images fill max_steps = 4
     assert not plain.refitted and plain.refit_steps == 0 and len(calls) == 1 and plain.trained_on == plain.train_stems
-    assert plain.steps == 4 and calls[0][1]["epochs"] == 2
+    assert plain.steps == 4 and calls[0][1]["epochs"] == 2 and [e["step"] for e in plain.evals] == [2, 4]
     said = []
     result = finetune(None, data, TINY.replace(refit=True), **{**quiet, "log": said.append})
-    assert result.refitted and len(calls) == 3
-    assert "then 4 steps from the start again on all 8 images (refit)" in said[0]
-    (first, first_kwargs, first_start), (again, again_kwargs, again_start) = calls[1], calls[2]
-    assert len(first.dataset.images) == len(result.train_stems) == 6 and len(again.dataset.images) == len(data)
+    assert result.refitted and len(calls) == 2  # one run, one schedule
+    assert "2 validations" not in said[0] and "the last 2 steps on all 8 images (refit)" in said[0]
+    loader, kwargs = calls[1]
+    first, every = loader.dataset.datasets
+    assert len(first.images) == len(result.train_stems) == 6 and len(every.images) == len(data)
+    loader.sampler.set_epoch(1)  # the first half draws windows of the training images, the second of every image
+    assert all(i < len(first) for i in loader.sampler)
+    loader.sampler.set_epoch(2)
+    assert all(len(first) <= i < len(first) + len(every) for i in loader.sampler)
     assert sorted(result.trained_on) == sorted(data.stems)  # the held-out images too
-    for name, value in first_start.items():  # the refit starts from the same weights as the first run
-        torch.testing.assert_close(again_start[name], value)
-    # The first run only chooses: half the steps (one of its two validations); the refit trains the planned 4.
-    assert (result.steps, result.best_step, result.refit_steps) == (2, 2, 4)
-    assert (len(first), first_kwargs["epochs"], len(again), again_kwargs["epochs"]) == (2, 1, 2, TINY.evals)
-    assert again_kwargs.get("validate") is None and again_kwargs["scheduler"] == "onecycle"
-    # The refit's decision is its own, chosen on the held-out images; its score is the kept step's validation.
+    assert (result.steps, result.best_step, result.refit_steps, kwargs["epochs"]) == (4, 4, 2, TINY.evals)
+    # Only the first half is validated: the second trained on the held-out images too.
+    assert [e["step"] for e in result.evals] == [2] and np.isnan(result.history.val_dice[1])
+    # The decision is chosen by the last weights on the held-out images; the score is the last validation's.
     val = data.subset([data.stems.index(stem) for stem in result.val_stems])
     assert (result.threshold, result.seed_threshold) == finetune_module._flip_decision(result.model, val, "cpu",
                                                                                        "auto")[:2]
-    assert result.val_score == next(e["val_class_dice"] for e in result.evals if e["step"] == result.best_step)
-    # With the whole first run (choosing_share 1) that run is the plain fine-tune's; the refit's weights are new.
+    assert result.val_score == result.evals[-1]["val_class_dice"] and not result.model.training
+    # A choosing share of 1 leaves no step for every image: the plain run, the same weights.
     whole = finetune(None, data, TINY.replace(refit=True, choosing_share=1.0), **quiet)
-    assert whole.refitted and (whole.steps, whole.refit_steps) == (4, 4) and len(calls[3][0]) == len(calls[4][0])
-    assert whole.evals == plain.evals and whole.best_step == plain.best_step
-    assert any(not torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
-                                                     plain.model.state_dict().values()))
-    assert not result.model.training and not whole.model.training
+    assert not whole.refitted and whole.evals == plain.evals and whole.best_step == plain.best_step
+    for name, value in whole.model.state_dict().items():
+        torch.testing.assert_close(value, plain.model.state_dict()[name])
     with pytest.raises(ValueError, match="refit"):
         FinetuneConfig(refit=1)
 
@@ -229,15 +234,15 @@ def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
         return RealSet([np.zeros((4, 4), np.float32)] * n, masks, ["good" if i < good else "x" for i in range(n)],
                        [str(i) for i in range(n)])
 
-    # k = 20: the validated run on 14 images trains half its 1,000 steps (5 of its 10 validations), the refit
-    # 1,000 on all 20; on the whole magnetic-tile pool (119 + 30, 16 + 4 good) both would not fit in 2,000 steps.
-    assert cfg.refit == "auto" and cfg.plan(folder(14), folder(20)) == (500, 5, 1000)
+    # k = 20 (14 + 6 held out): the steps for all 20, the first 500 validated (5 of 10 validations) on the 14,
+    # the last 500 on all 20; the whole magnetic-tile pool (119 + 30, 16 + 4 good) fills the 2,000 steps: no refit.
+    assert cfg.refit == "auto" and cfg.plan(folder(14), folder(20)) == (1000, 5, 500)
     assert cfg.plan(folder(119, 16), folder(149, 20)) == (1780, 10, 0)
-    assert cfg.replace(refit=True).plan(folder(119, 16), folder(149, 20)) == (890, 5, 2000)
+    assert cfg.replace(refit=True).plan(folder(119, 16), folder(149, 20)) == (2000, 5, 1000)
     assert cfg.replace(refit=False).plan(folder(14), folder(20)) == (1000, 10, 0)
-    assert cfg.replace(choosing_share=0.3).plan(folder(14), folder(20)) == (300, 3, 1000)
-    assert cfg.replace(choosing_share=1.0).plan(folder(14), folder(20)) == (1000, 10, 1000)
-    assert cfg.replace(min_steps=100, evals=3, choosing_share=0.1).plan(folder(5), folder(6)) == (33, 1, 99)
+    assert cfg.replace(choosing_share=0.3).plan(folder(14), folder(20)) == (1000, 3, 700)
+    assert cfg.replace(choosing_share=1.0).plan(folder(14), folder(20)) == (1000, 10, 0)
+    assert cfg.replace(min_steps=100, evals=3, choosing_share=0.1).plan(folder(5), folder(6)) == (99, 1, 66)
     for bad in (dict(crop=0), dict(lr=2.0), dict(min_steps=10, max_steps=5), dict(defect_share=1.5),
                 dict(refit="yes"), dict(choosing_share=0), dict(choosing_share=1.5)):
         with pytest.raises(ValueError, match="FinetuneConfig"):
@@ -345,9 +350,9 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert not fresh["refitted"] and not record["refitted"]
     assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "refit"), "--quick",
                  "--refit"]) == 0
-    assert "kept step 4 of 4, then 8 steps from the start again on all 8 images (refit)" in capsys.readouterr().out
+    assert "kept step 8 of 8, its last 4 on all 8 images (refit; held-out score of step 4)" in capsys.readouterr().out
     refit = json.loads((tmp_path / "refit" / "finetune.json").read_text())
-    assert refit["refit_steps"] == 8 and refit["config"]["refit"] is True and record["config"]["refit"] == "auto"
+    assert refit["refit_steps"] == 4 and refit["config"]["refit"] is True and record["config"]["refit"] == "auto"
     trained_on = load_checkpoint(tmp_path / "refit" / "model.pt")[1]["data_config"]["finetuned_on"]
     assert refit["refitted"] and sorted(trained_on) == sorted(refit["train_stems"] + refit["val_stems"])
     assert fresh["config"]["synthetic_share"] == 0.25 and record["config"]["synthetic_share"] == 0

@@ -163,9 +163,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                         "steps": result.steps, "evals": result.evals, "seconds": result.seconds,
                                         "processes": distributed.world_size(),
                                         "train_stems": result.train_stems, "val_stems": result.val_stems})
-    save_figure(_validation_curve(result.evals, result.best_step), out / "validation.png")
-    refitted = (f", then {result.refit_steps} steps from the start again on all {len(data)} images (refit)"
-                if result.refitted else "")
+    save_figure(_validation_curve(result.evals, result.best_step, result.steps, result.refit_steps),
+                out / "validation.png")
+    refitted = (f", its last {result.refit_steps} on all {len(data)} images (refit; held-out score of step "
+                f"{result.steps - result.refit_steps})" if result.refitted else "")
     kept = (f"kept step {result.best_step} of {result.steps}{refitted}" if result.steps else
             "kept the pretrained start, untrained (too few held-out images with a defect to judge any training)")
     print(f"{kept}: held-out class Dice {result.val_score:.3f} at {_said(result.threshold, result.seed_threshold)} "
@@ -174,11 +175,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validation_curve(evals: list[dict], best_step: int):
+def _validation_curve(evals: list[dict], best_step: int, steps: int, refit_steps: int):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3), layout="constrained")
     ax.plot([e["step"] for e in evals], [e["val_class_dice"] for e in evals], "o-")
+    if refit_steps:
+        ax.axvspan(steps - refit_steps, steps, color="C1", alpha=0.15, label="on every image (not validated)")
     ax.axvline(best_step, color="gray", ls=":", label=f"kept: step {best_step}")
     ax.set(xlabel="optimiser step", ylabel="held-out class Dice", ylim=(0, 1), title="fine-tuning")
     ax.legend(loc="lower right")
@@ -336,10 +339,10 @@ def add_commands(sub) -> None:
                    help=f"share of the training windows replaced by synthetic defects, e.g. 0.25 (default "
                         f"{d.synthetic_share:g}: real windows only; see the README, 'Sim to real')")
     p.add_argument("--refit", choices=("auto", "always", "never"), nargs="?", const="always", default="auto",
-                   help="once the held-out images have chosen the step (in a run of half the steps), train again "
-                        "from the start on every image, held-out ones too, and choose its decision on them: better "
-                        "models in our measurements. auto (default): when both runs fit in --max-steps; --refit "
-                        "alone: always")
+                   help="once the held-out images have chosen whether to train (validating the first half of the "
+                        "steps), train the second half on every image, held-out ones too, and choose the decision "
+                        "on them: better models in our measurements, in the same steps. auto (default): unless the "
+                        "images fill --max-steps; --refit alone: always")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -38,19 +38,18 @@ images; README, "Sim to real"):
   this last choice the **false alarms on held-out defect-free images count** against a decision (class Dice
   alone ignores them: a class with no defect pixel takes no part); on the magnetic tiles it changed 5 of 24
   fine-tunes' decisions, each for a higher test class Dice, and none for a lower one (README, "Sim to real").
-- then **train again on every image** (``refit``), the held-out ones included, from the same start by the same
-  recipe: at k = 20 a fifth held out leaves 14 images to learn from. The validated run then only chooses the
-  step (or the untrained start), so it trains half its steps (``choosing_share``): 500 + 1,000 steps at k = 20
-  instead of 1,000. The refit's decision is chosen as above, by the refit itself on the held-out images, which
-  it trained on too: a decision chosen on the shorter run was too low for the refit's more confident weights
-  (on a synthetic MVTec-sized folder 0.474 against 0.574; at k = 20 split 1 of the magnetic tiles 0.394
-  against 0.458); the refit's own choice had the higher mean test score on both (0.497 against 0.464 over six
-  magnetic-tile fine-tunes, though lower in three of them). It was tried after the other variants' test scores
-  were seen, and weights that fit their training images perfectly would score every threshold alike there. By
-  default (``refit="auto"``) the refit runs when both runs fit in ``max_steps`` (:meth:`FinetuneConfig.plan`):
-  up to a few dozen labelled images, not a whole pool of hundreds, where the refit alone would take the step
-  budget and add only a fifth more images to many. On three magnetic-tile splits and two fine-tune seeds at
-  k = 20 it raised mean test class Dice from 0.426 to 0.497, in all six pairs (README, "Sim to real").
+- **learn from the held-out images too once they have chosen** (``refit``): at k = 20 a fifth held out leaves 14
+  images to learn from. The run then validates only in its first part (``choosing_share`` of the steps, on the
+  training images alone), where the held-out images choose whether to train at all (or keep the untrained
+  start); its last part trains on windows of every image, held-out ones included, within the same one-cycle
+  schedule, and those last weights choose their decision as above on the held-out images, which they trained
+  on too (a decision chosen on less trained weights was too low for them: on a synthetic MVTec-sized folder
+  0.474 against 0.574). By default (``refit="auto"``) this happens unless the data fills the step budget
+  (:meth:`FinetuneConfig.plan`): up to a few dozen labelled images, not a whole pool of hundreds, where an
+  early stop chosen by many held-out images is worth more than a fifth more images. On three magnetic-tile
+  splits and two fine-tune seeds at k = 20 it raised mean test class Dice from 0.426 to 0.479 (5 of 6 pairs
+  up) in the same 1,000 steps; training the start again on every image after a shorter validated run (0.497)
+  took 1,500 steps, over 5 minutes on a 2-core CPU (README, "Sim to real").
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -67,7 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from . import distributed
 from .augment import AugmentConfig
@@ -103,12 +102,12 @@ class FinetuneConfig:
             with a defect: :meth:`steps_for`); the total is clipped to [min_steps, max_steps].
         min_steps, max_steps: bounds of the number of steps.
         evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).
-        refit: once the held-out images have chosen the step, train the start again on every image (held-out
-            ones too) by the same recipe, and choose those weights' decision on the held-out images: True, False,
-            or "auto" (the default): only when the shortened validated run and the refit together fit in
-            ``max_steps`` (:meth:`plan`).
-        choosing_share: with a refit, the validated run, which then only chooses the step (or the untrained
-            start), trains this share of its steps (and validates as often per step), in (0, 1].
+        refit: once the held-out images have chosen whether to train, train the rest of the run on every image
+            (held-out ones too), and choose the last weights' decision on the held-out images: True, False, or
+            "auto" (the default): unless :meth:`steps_for` every image reaches ``max_steps`` (:meth:`plan`).
+        choosing_share: with a refit, the share of the steps that train on the training images alone and are
+            validated (the validations as often per step as without one), in (0, 1]; 1 leaves no steps for
+            every image.
         val_fraction: share of each class held out for validation, in (0, 1).
         keep_confidence: how sure the held-out images must be that the best-scoring step beats the last one
             before its weights replace the last ones: the share of bootstrap resamples it must win
@@ -185,22 +184,20 @@ class FinetuneConfig:
         return max(self.evals, steps // self.evals * self.evals)
 
     def plan(self, train: RealSet, data: RealSet) -> tuple[int, int, int]:
-        """The steps and validations of the validated run on ``train``, and the steps of the refit on all of
-        ``data`` (0: no refit).
+        """The run's steps, its validations, and how many of its last steps train on every image of ``data``
+        (0: none; the others train on ``train`` alone).
 
-        Without a refit the validated run trains :meth:`steps_for` its images. With one, that run only chooses the
-        step, and trains ``choosing_share`` of them (a multiple of the steps between two validations); the refit
-        trains :meth:`steps_for` every image. ``refit="auto"`` refits only when the two together stay within
-        ``max_steps``, the recipe's budget: at k = 20 (14 + 6 images) 500 + 1,000 steps, while on a few hundred
-        images the refit alone takes the whole budget, and adds little (a fifth more images to many)."""
-        steps = self.steps_for(len(train), len(train.good_parts()))
-        if self.refit is False:
-            return steps, self.evals, 0
-        evals = max(1, round(self.evals * self.choosing_share))
-        choosing, refit = evals * (steps // self.evals), self.steps_for(len(data), len(data.good_parts()))
-        if self.refit == "auto" and choosing + refit > self.max_steps:
-            return steps, self.evals, 0
-        return choosing, evals, refit
+        Without a refit the run trains :meth:`steps_for` ``train``'s images, validated ``evals`` times. With one
+        it trains :meth:`steps_for` all of ``data``, validated only over its first ``choosing_share`` (a whole
+        number of the ``evals`` parts); the rest trains on every image. ``refit="auto"`` refits unless the steps
+        for every image reach ``max_steps``: at k = 20 (14 + 6 images) 1,000 steps, 500 of them on all 20, while a
+        few hundred images fill the budget, and there many held-out images choosing an early stop are worth more
+        than a fifth more images to learn from."""
+        every = self.steps_for(len(data), len(data.good_parts()))
+        if self.refit is False or (self.refit == "auto" and every >= self.max_steps):
+            return self.steps_for(len(train), len(train.good_parts())), self.evals, 0
+        validations = max(1, round(self.evals * self.choosing_share))
+        return every, validations, every - validations * (every // self.evals)
 
 
 @dataclass
@@ -209,24 +206,23 @@ class FinetuneResult:
 
     Attributes:
         model: the binary UNet with the best weights, in eval mode.
-        threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions; by
-            the refit's weights when ``refitted``), or the ``start_decision``'s when the start is returned
-            untrained.
+        threshold: the decision threshold chosen with them on the held-out images (flip-averaged predictions; when
+            ``refitted``, by weights that trained on those images too), or the ``start_decision``'s when the start
+            is returned untrained.
         seed_threshold: chosen with it (:func:`unetlab.decision.best_decision`): None, or the probability a
             region of defect pixels must reach somewhere to be kept (:func:`unetlab.decision.defect_mask`).
-        val_score: the held-out class Dice at that threshold; when ``refitted``, that of the validated run's kept
-            step instead (its own best threshold, without flips): the refit trained on the held-out images, so
-            its score there would say nothing.
-        best_step: the optimiser step of the validated run that the held-out images kept (``steps``: its last
-            one; 0: the pretrained start, which they clearly preferred, or were too few to judge); ``steps`` that
-            run's planned total (0 when too few held-out images made training pointless: a pretrained start is then
-            returned untrained).
-        refit_steps: the steps of the refit on every image that gave the returned weights (:meth:`FinetuneConfig.plan`;
-            0 without one: not planned, or the held-out images kept the untrained start); ``refitted`` says
-            whether there was one.
+        val_score: the held-out class Dice at that threshold; when ``refitted``, that of the last validated step
+            instead (its own best threshold, without flips): the later steps trained on the held-out images, so
+            their score there would say nothing.
+        best_step: the optimiser step that the held-out images kept (``steps``: the last one; 0: the pretrained
+            start, which they clearly preferred, or were too few to judge); ``steps`` the run's planned total (0
+            when too few held-out images made training pointless: a pretrained start is then returned untrained).
+        refit_steps: how many of the last steps trained on every image, held-out ones too
+            (:meth:`FinetuneConfig.plan`; 0 without: not planned, or the held-out images kept the untrained
+            start); ``refitted`` says whether they did.
         evals: one ``{"step", "val_class_dice", "threshold"}`` per validation pass.
-        history: the :class:`unetlab.History` of the validated run of :func:`unetlab.fit` (``val_dice`` holds the
-            class Dice); a refit's run is not recorded.
+        history: the :class:`unetlab.History` of the run of :func:`unetlab.fit` (``val_dice`` holds the class
+            Dice; NaN for the epochs that trained on the held-out images too, which are not validated).
         train_stems, val_stems: which images trained and which validated.
         seconds: wall-clock time of the whole fine-tune.
     """
@@ -246,7 +242,7 @@ class FinetuneResult:
 
     @property
     def refitted(self) -> bool:
-        """Whether the returned weights were trained again on every image."""
+        """Whether the returned weights trained on every image, the held-out ones too."""
         return self.refit_steps > 0
 
     @property
@@ -376,14 +372,15 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
             f"the pretrained start untouched, without training (on so few labels training hurt it more often than "
             f"it helped)" + (", and its own decision" if start_decision else "") + "; label more images to fine-tune")
         return _kept_start(model, train, val, start_decision, device, config.amp)
-    steps, evals, refit_steps = config.plan(train, data)
-    start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()} if refit_steps else None
-    per_eval = steps // evals
-    loader, painted = _windows(train, steps, evals, config, backgrounds, seed)
-    log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose the step and threshold): {steps} steps "
-        f"of {config.batch_size} windows of {config.crop} px, {evals} validations; {painted}"
-        + (f"; then {refit_steps} steps from the start again on all {len(data)} images (refit)" if refit_steps
-           else ""))
+    steps, validations, refit_steps = config.plan(train, data)
+    per_eval = steps // config.evals
+    parts = [(train, config.evals - refit_steps // per_eval)] + ([(data, refit_steps // per_eval)] if refit_steps else [])
+    loader, painted = _windows(parts, steps, config, backgrounds, seed)
+    log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose "
+        + ("whether to train and the threshold" if refit_steps else "the step and threshold")
+        + f"): {steps} steps of {config.batch_size} windows of {config.crop} px, {validations} validations"
+        + (f"; the last {refit_steps} steps on all {len(data)} images (refit)" if refit_steps else "")
+        + f"; {painted}")
 
     begin = start = time.perf_counter()
     record, best, last = [], {}, {}
@@ -408,34 +405,38 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
 
     def kept_weights() -> dict:
         """The validation (and weights, under "state") to keep: the last ones unless the held-out images are sure
-        of another."""
+        of another. With a refit only the untrained start can replace them: training goes on from the last
+        validated weights, on every image."""
         if with_defect < needed:  # nothing can be sure (a pretrained start did not train at all)
             log(f"only {with_defect} held-out image(s) with a defect ({needed} needed to be sure of a choice): "
                 "keeping the last weights")
             return last
-        if best["step"] == last["step"]:
-            return best
+        if best["step"] == last["step"] or (refit_steps and best["step"] > 0):
+            return last
         wins = win_rate(best["counts"], last["counts"], val.classes, seed=seed)
         sure = wins >= config.keep_confidence
+        kept = "the untrained start" if best["step"] == 0 else f"step {best['step']}"
         log(f"step {best['step']} scored best on the {len(val)} held-out images ({best['score']:.3f} against "
-            f"{last['score']:.3f} for the last step) and wins {wins:.0%} of their bootstrap resamples: "
-            + (f"keeping step {best['step']}" if sure else "not sure enough, keeping the last weights"))
+            f"{last['score']:.3f} for step {last['step']}) and wins {wins:.0%} of their bootstrap resamples: "
+            + (f"keeping {kept}" if sure else "not sure enough, keeping the last weights"))
         return best if sure else last  # last has no "state": the model holds the last weights already
 
     if pretrained:  # step 0 is a candidate too: on few labels, training can make a good start worse
         distributed.on_main(lambda: keep_if_best(model, 0))
         start = time.perf_counter()
+    epochs_done = iter(range(1, config.evals + 1))
 
-    def validate(net: nn.Module) -> float:  # fit calls it after every per_eval steps
-        step = (record[-1]["step"] if record else 0) + per_eval
+    def validate(net: nn.Module) -> float | None:  # fit calls it after every per_eval steps
+        step = next(epochs_done) * per_eval
+        if step > validations * per_eval:  # these steps trained on the held-out images too: not scored
+            return None
         value = keep_if_best(net, step)
-        if step == per_eval:  # a refit trains its steps about as fast, without validations
-            left = (time.perf_counter() - start) * (evals - 1 + refit_steps / per_eval)
+        if step == per_eval:  # the later parts train about as fast; without a validation, a little faster
             log(f"first {per_eval} steps and a validation took {time.perf_counter() - start:.0f} s: about "
-                f"{left / 60:.1f} min to go")
+                f"{(time.perf_counter() - start) * (config.evals - 1) / 60:.1f} min to go")
         return value
 
-    history = fit(model, loader, None, epochs=evals, lr=config.lr, scheduler="onecycle", device=device,
+    history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,
                   progress=progress, amp=config.amp, seed=seed, validate=validate)
     if distributed.is_main():  # under torchrun only rank 0 validated
         best = kept_weights()
@@ -444,42 +445,54 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     distributed.share_weights(model)
     record, best = distributed.on_main(lambda: (record, best))
     refitted = refit_steps > 0 and best["step"] > 0  # not when the held-out images kept the untrained start
-    if refitted:  # the decision is then the refit's own, chosen on the held-out images it trained on too
-        model.load_state_dict(start_weights)
-        _train_on(model, data, refit_steps, config, backgrounds, seed, device, progress)
-        threshold, seed_threshold, _ = _flip_decision(model, val, device, config.amp)
+    threshold, seed_threshold, score = _flip_decision(model, val, device, config.amp)
+    if refitted:  # the decision is chosen by weights that trained on the held-out images: their score says nothing
         score = best["score"]
-    else:
-        threshold, seed_threshold, score = _flip_decision(model, val, device, config.amp)
-    return FinetuneResult(model=model, threshold=threshold, val_score=score, best_step=best["step"],
-                          steps=steps, evals=record, history=history, train_stems=train.stems,
-                          val_stems=val.stems, seconds=time.perf_counter() - begin, seed_threshold=seed_threshold,
-                          refit_steps=refit_steps if refitted else 0)
+    return FinetuneResult(model=model, threshold=threshold, val_score=score,
+                          best_step=steps if refitted else best["step"], steps=steps, evals=record, history=history,
+                          train_stems=train.stems, val_stems=val.stems, seconds=time.perf_counter() - begin,
+                          seed_threshold=seed_threshold, refit_steps=refit_steps if refitted else 0)
 
 
-def _windows(images: RealSet, steps: int, evals: int, config: FinetuneConfig, backgrounds: Backgrounds | None,
-             seed: int) -> tuple[DataLoader, str]:
-    """The training loader over windows of ``images`` for ``steps`` steps in ``evals`` epochs (each epoch
-    of fit draws ``steps // evals`` batches; the sampler's own generator moves on between epochs; under torchrun
-    every process draws the same windows and takes its share of each batch), and the phrase of
-    :func:`_with_synthetic`."""
-    crops = RandomCrops(images.images, images.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
-                        augment=config.augment, defect_share=config.defect_share)
-    windows, painted = _with_synthetic(crops, images, backgrounds, config, seed)
-    sampler = RandomSampler(windows, replacement=True, num_samples=steps // evals * config.batch_size,
-                            generator=torch.Generator().manual_seed(seed))
-    return distributed.sharded_loader(windows, config.batch_size, sampler), painted
+class _PartsByEpoch(Sampler):
+    """Indices into the concatenation of datasets of ``lengths`` items: each of ``epochs[j]`` successive epochs
+    (counted from 1, set by :func:`unetlab.fit` through ``set_epoch``) draws ``per_epoch`` items of part ``j``,
+    uniformly with replacement, from one generator seeded by ``seed`` (so every process of a torchrun draws the
+    same; with one part, exactly what ``RandomSampler(replacement=True, generator=...)`` draws)."""
+
+    def __init__(self, lengths: Sequence[int], epochs: Sequence[int], per_epoch: int, seed: int) -> None:
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
+        self.lengths, self.ends = list(lengths), np.cumsum(epochs).tolist()
+        self.per_epoch, self.epoch = int(per_epoch), 1
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __iter__(self):
+        part = min(int(np.searchsorted(self.ends, self.epoch)), len(self.lengths) - 1)
+        drawn = torch.randint(self.lengths[part], (self.per_epoch,), generator=self.generator)
+        return iter((drawn + self.offsets[part]).tolist())
 
 
-def _train_on(model: nn.Module, data: RealSet, steps: int, config: FinetuneConfig, backgrounds: Backgrounds | None,
-              seed: int, device, progress: bool) -> None:
-    """Train ``model`` in place for ``steps`` steps on windows of every image of ``data`` by the recipe's schedule
-    (one-cycle, windows cut as the first run cut them, synthetic share included), without validation; leave it in
-    eval mode."""
-    loader, _ = _windows(data, steps, config.evals, config, backgrounds, seed)
-    fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device, progress=progress,
-        amp=config.amp, seed=seed)
-    model.eval()
+def _windows(parts: Sequence[tuple[RealSet, int]], steps: int, config: FinetuneConfig,
+             backgrounds: Backgrounds | None, seed: int) -> tuple[DataLoader, str]:
+    """The training loader of a run of ``steps`` steps in ``config.evals`` epochs: ``parts`` is ``(images,
+    epochs)`` in order, each epoch drawing its ``steps // evals`` batches of windows of those images (under
+    torchrun every process draws the same windows and takes its share of each batch); and the phrase of
+    :func:`_with_synthetic`. A part's windows depend on (its images, ``seed``, the window's index) only."""
+    windows = []
+    for images, _ in parts:
+        crops = RandomCrops(images.images, images.masks, n=steps * config.batch_size, size=config.crop, seed=seed,
+                            augment=config.augment, defect_share=config.defect_share)
+        part, painted = _with_synthetic(crops, images, backgrounds, config, seed)
+        windows.append(part)
+    per_epoch = steps // config.evals * config.batch_size
+    sampler = _PartsByEpoch([len(w) for w in windows], [epochs for _, epochs in parts], per_epoch, seed)
+    return distributed.sharded_loader(ConcatDataset(windows), config.batch_size, sampler), painted
 
 
 class MixedWindows(Dataset):

@@ -84,8 +84,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         validate: ``validate(model) -> score`` to maximise, called after every epoch (the model in eval mode,
             under ``torch.no_grad``): it replaces the val_loader's Dice as the validation score that
             ``History.val_dice`` records and that picks the best epoch, e.g. the class Dice of held-out real
-            images at the best threshold (:func:`unetlab.finetune`). With a val_loader too, that still gives the
-            validation loss.
+            images at the best threshold (:func:`unetlab.finetune`). It may return None for an epoch it does not
+            score (recorded as NaN, which never wins). With a val_loader too, that still gives the validation loss.
         seed: seeds the CPU random stream for each epoch (from ``(seed, epoch)``), so the shuffling order of a
             DataLoader without its own generator is reproducible, also across a resume. The caller's global
             random state is restored when ``fit`` returns. Before every epoch, ``fit`` also calls
@@ -205,8 +205,9 @@ class _Run:
             if val_loss is not None:
                 self.history.val_loss.append(val_loss)
             self.history.val_dice.append(val_dice)
-            self.status["val_dice"] = f"{val_dice:.3f}"
-            bar.set_postfix(self.status)
+            if not math.isnan(val_dice):  # NaN: an epoch the validate callback did not score
+                self.status["val_dice"] = f"{val_dice:.3f}"
+                bar.set_postfix(self.status)
             if self.history.best_epoch == self.history.epochs:
                 self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.history.seconds.append(time.perf_counter() - start)
@@ -260,15 +261,19 @@ class _Run:
 
     @torch.no_grad()
     def external_score(self) -> float:
-        """The caller's validation score of the model (``fit(validate=...)``), in eval mode."""
+        """The caller's validation score of the model (``fit(validate=...)``), in eval mode; NaN where the caller
+        returned None (an epoch it does not score)."""
         self.model.eval()
         try:
-            score = float(self.score(self.model))
+            score = self.score(self.model)
         finally:
             self.model.train()
+        if score is None:
+            return math.nan
         if math.isnan(score):
-            raise ValueError("fit: the validate callback returned NaN; it must return a score to maximise")
-        return score
+            raise ValueError("fit: the validate callback returned NaN; it must return a score to maximise (or None "
+                             "for an epoch it does not score)")
+        return float(score)
 
     @torch.no_grad()
     def validate(self, loader: Iterable) -> tuple[float, float]:

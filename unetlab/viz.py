@@ -172,8 +172,8 @@ def plot_history(history: Any) -> Figure:
         ax_loss.plot(epochs, val_loss, "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_loss.legend()
-    if val_dice:
-        best = int(np.argmax(val_dice))
+    if val_dice and not np.isnan(val_dice).all():
+        best = int(np.argmax(np.nan_to_num(val_dice, nan=-np.inf)))  # NaN: an epoch without a score
         ax_dice.plot(epochs, val_dice, "o-", color="C2")
         ax_dice.plot(epochs[best], val_dice[best], "*", color="black", markersize=14,
                      label=f"best: epoch {epochs[best]}, Dice {val_dice[best]:.3f}")

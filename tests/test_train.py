@@ -73,6 +73,15 @@ def test_fit_without_validation_leaves_the_validation_lists_empty():
     assert history.best_epoch == 2
 
 
+def test_a_validate_callback_may_skip_epochs_and_must_not_return_nan():
+    scores = iter([0.2, None, 0.5, None])  # epochs 2 and 4 not scored (e.g. trained on the held-out images)
+    history = fit(tiny_unet(), loader(), epochs=4, validate=lambda model: next(scores), **FAST)
+    assert history.val_dice[0::2] == [0.2, 0.5] and all(math.isnan(v) for v in history.val_dice[1::2])
+    assert history.best_epoch == 3
+    with pytest.raises(ValueError, match="returned NaN"):
+        fit(tiny_unet(), loader(), epochs=1, validate=lambda model: float("nan"), **FAST)
+
+
 def test_fit_accepts_batches_with_labels():
     images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     labels = (images[:, 0] > 0.5).long() * 2

@@ -86,6 +86,8 @@ def test_plot_history_takes_a_history_or_a_dict():
     assert len(loss_ax.get_lines()) == 2
     assert "best: epoch 2, Dice 0.600" in [t.get_text() for t in dice_ax.get_legend().get_texts()]
     assert isinstance(plot_history({"train_loss": [1.0, 0.5]}), Figure)  # no validation
+    skipped = plot_history(History(train_loss=[1.0, 0.8, 0.7], val_dice=[0.3, 0.6, float("nan")])).axes[1]
+    assert "best: epoch 2, Dice 0.600" in [t.get_text() for t in skipped.get_legend().get_texts()]  # NaN: unscored
     with pytest.raises(ValueError, match="at least one epoch"):
         plot_history(History())
     with pytest.raises(ValueError, match="val_dice has 1 epochs but train_loss has 2"):

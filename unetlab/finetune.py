@@ -374,7 +374,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         return _kept_start(model, train, val, start_decision, device, config.amp)
     steps, validations, refit_steps = config.plan(train, data)
     per_eval = steps // config.evals
-    parts = [(train, config.evals - refit_steps // per_eval)] + ([(data, refit_steps // per_eval)] if refit_steps else [])
+    on_every = refit_steps // per_eval  # the last epochs, on windows of every image
+    parts = [(train, config.evals - on_every)] + ([(data, on_every)] if on_every else [])
     loader, painted = _windows(parts, steps, config, backgrounds, seed)
     log(f"fine-tuning on {len(train)} images ({len(val)} held out to choose "
         + ("whether to train and the threshold" if refit_steps else "the step and threshold")

@@ -155,7 +155,7 @@ def plot_history(history: Any) -> Figure:
 
     Args:
         history: a :class:`unetlab.train.History` or its ``to_dict()`` (lists ``train_loss``, ``val_loss``,
-            ``val_dice`` per epoch; the validation lists may be empty).
+            ``val_dice`` per epoch; the validation lists may be empty; a NaN Dice marks an epoch that was not scored).
     """
     data = history.to_dict() if hasattr(history, "to_dict") else dict(history)
     train_loss = list(data.get("train_loss", []))

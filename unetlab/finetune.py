@@ -49,7 +49,7 @@ images; README, "Sim to real"):
   early stop chosen by many held-out images is worth more than a fifth more images. On three magnetic-tile
   splits and two fine-tune seeds at k = 20 it raised mean test class Dice from 0.426 to 0.479 (5 of 6 pairs
   up) in the same 1,000 steps; training the start again on every image after a shorter validated run (0.497)
-  took 1,500 steps, over 5 minutes on a 2-core CPU (README, "Sim to real").
+  took 1,500 steps, 281-315 s on a 2-core CPU, at the 5-minute limit (README, "Sim to real").
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).

@@ -13,10 +13,11 @@ Everything is cached under ``--cache`` (delete it to measure again), so a second
                                         [--cache notebooks/runs/06_sim2real] [--figure figures/06_sim2real_curve.png]
                                         [--cached-only]
 
-Hours on a 2-core CPU: a pretraining (570 s alone) and 11 fine-tunes per split, each followed by scoring the 151
-test images with flips (measured 2026-12-02 on an AMD EPYC with AVX-512 BF16: with two splits in parallel, one
-thread each, about 5 min a row for k <= 50 (1,000 steps) and 7-8 min for the whole pool (1,780 steps); alone with
-two threads 2-2.5 min and about 4 min). ``--cached-only`` prints what the cache holds and trains nothing.
+Hours on a 2-core CPU: a pretraining and 11 fine-tunes per split, each followed by scoring the 151 test images
+with flips (measured 2026-12-07 on an AMD EPYC with AVX-512 BF16, alone with two threads, at 0.16-0.19 s a step:
+pretraining 598-687 s, 3.5-4 min a row for k = 10 to 50 (1,000 steps) and 6.5-7 min for the whole pool (1,780
+steps); about 45 minutes a split with its pretraining cached, 55 without). ``--cached-only`` prints what the
+cache holds and trains nothing.
 """
 
 from __future__ import annotations

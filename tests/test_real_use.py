@@ -158,6 +158,8 @@ def test_a_refit_trains_its_last_steps_on_every_image_and_chooses_the_decision_w
     result = finetune(None, data, TINY.replace(refit=True), **{**quiet, "log": said.append})
     assert result.refitted and len(calls) == 2  # one run, one schedule
     assert "2 validations" not in said[0] and "the last 2 steps on all 8 images (refit)" in said[0]
+    # The time to go counts the validations that follow (none here: the second half is not validated).
+    assert re.fullmatch(r"first 2 steps took \d+ s and a validation \d+ s: about \d+\.\d min to go", said[1])
     loader, kwargs = calls[1]
     first, every = loader.dataset.datasets
     assert len(first.images) == len(result.train_stems) == 6 and len(every.images) == len(data)

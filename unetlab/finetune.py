@@ -391,6 +391,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     good = set(val.good_parts())
     scored = [i for i in range(len(val)) if i not in good] or list(range(len(val)))
     scored_val = val.subset(scored)
+    scored_pixels = sum(image.size for image in scored_val.images)
+    good_pixels = sum(val.images[i].size for i in good)
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
@@ -431,10 +433,15 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         step = next(epochs_done) * per_eval
         if step > validations * per_eval:  # these steps trained on the held-out images too: not scored
             return None
+        trained = time.perf_counter()
         value = keep_if_best(net, step)
-        if step == per_eval:  # the later parts train about as fast; without a validation, a little faster
-            log(f"first {per_eval} steps and a validation took {time.perf_counter() - start:.0f} s: about "
-                f"{(time.perf_counter() - start) * (config.evals - 1) / 60:.1f} min to go")
+        if step == per_eval:  # the later parts train about as fast
+            train_s, val_s = trained - start, time.perf_counter() - trained
+            # The decision predicts the scored images and at most as many good-part pixels, with 4 flips each.
+            decision_s = 4 * val_s * (1 + min(1.0, good_pixels / max(1, scored_pixels)))
+            to_go = train_s * (config.evals - 1) + val_s * (validations - 1) + decision_s
+            log(f"first {per_eval} steps took {train_s:.0f} s and a validation {val_s:.0f} s: about "
+                f"{to_go / 60:.1f} min to go")
         return value
 
     history = fit(model, loader, None, epochs=config.evals, lr=config.lr, scheduler="onecycle", device=device,

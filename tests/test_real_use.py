@@ -18,7 +18,8 @@ from unetlab import (Backgrounds, DefectConfig, FinetuneConfig, PretrainConfig, 
 from unetlab.cli import main
 from unetlab.finetune import MixedWindows, image_counts, images_to_be_sure, win_rate
 
-TINY = FinetuneConfig(crop=32, batch_size=2, min_steps=4, max_steps=4, evals=2, depth=2, base=4)
+# Without the default refit: the plain run, validated throughout (the refit has tests of its own).
+TINY = FinetuneConfig(crop=32, batch_size=2, min_steps=4, max_steps=4, evals=2, depth=2, base=4, refit=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,7 @@ def test_a_refit_trains_its_last_steps_on_every_image_and_chooses_the_decision_w
 
     monkeypatch.setattr(finetune_module, "fit", spy)
     quiet = dict(seed=1, device="cpu", progress=False, log=lambda _: None)
-    plain = finetune(None, data, TINY, **quiet)  # "auto": the steps for all 8 images fill max_steps = 4
+    plain = finetune(None, data, TINY, **quiet)  # refit=False
     assert not plain.refitted and plain.refit_steps == 0 and len(calls) == 1 and plain.trained_on == plain.train_stems
     assert plain.steps == 4 and calls[0][1]["epochs"] == 2 and [e["step"] for e in plain.evals] == [2, 4]
     said = []
@@ -223,9 +224,9 @@ def test_image_counts_are_the_pixels_of_each_image():
 def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
     cfg = FinetuneConfig()
     assert cfg.steps_for(5) == cfg.min_steps and cfg.steps_for(10_000) == cfg.max_steps
-    assert cfg.steps_for(100) == 100 * cfg.steps_per_image
+    assert cfg.steps_for(90) == 90 * cfg.steps_per_image
     # Good parts count up to as many as the images with a defect: 24 defects + 160 good parts count as 48 images.
-    assert cfg.steps_for(100, 30) == 100 * cfg.steps_per_image and cfg.steps_for(100, 60) == 80 * cfg.steps_per_image
+    assert cfg.steps_for(90, 30) == 90 * cfg.steps_per_image and cfg.steps_for(100, 60) == 80 * cfg.steps_per_image
     assert cfg.steps_for(184, 160) == cfg.min_steps and cfg.steps_for(184, 0) == cfg.max_steps
     assert cfg.steps_for(3, 3) == cfg.min_steps
     with pytest.raises(ValueError, match="n_good <= n_train"):
@@ -237,10 +238,11 @@ def test_finetune_steps_follow_the_data_and_bad_settings_are_refused():
                        [str(i) for i in range(n)])
 
     # k = 20 (14 + 6 held out): the steps for all 20, the first 500 validated (5 of 10 validations) on the 14,
-    # the last 500 on all 20; the whole magnetic-tile pool (119 + 30, 16 + 4 good) fills the 2,000 steps: no refit.
-    assert cfg.refit == "auto" and cfg.plan(folder(14), folder(20)) == (1000, 5, 500)
-    assert cfg.plan(folder(119, 16), folder(149, 20)) == (1780, 10, 0)
-    assert cfg.replace(refit=True).plan(folder(119, 16), folder(149, 20)) == (2000, 5, 1000)
+    # the last 500 on all 20; the whole magnetic-tile pool (119 + 30, 16 + 4 good) fills the 1,400 steps, the last
+    # 700 on all 149.
+    assert cfg.refit is True and cfg.plan(folder(14), folder(20)) == (1000, 5, 500)
+    assert cfg.plan(folder(119, 16), folder(149, 20)) == (1400, 5, 700)
+    assert cfg.replace(refit=False).plan(folder(119, 16), folder(149, 20)) == (1400, 10, 0)
     assert cfg.replace(refit=False).plan(folder(14), folder(20)) == (1000, 10, 0)
     assert cfg.replace(choosing_share=0.3).plan(folder(14), folder(20)) == (1000, 3, 700)
     assert cfg.replace(choosing_share=1.0).plan(folder(14), folder(20)) == (1000, 10, 0)
@@ -349,12 +351,17 @@ def test_the_command_line_from_pretrain_to_predict_and_evaluate(labelled, tmp_pa
     assert "synthetic defects ('transfer' preset) painted on 2 defect-free image(s)" in capsys.readouterr().out
     fresh = json.loads((tmp_path / "fresh" / "finetune.json").read_text())
     assert fresh["backgrounds"] == str(bg.resolve()) and fresh["steps"] == 8 and record["backgrounds"] is None
-    assert not fresh["refitted"] and not record["refitted"]
+    assert fresh["refitted"] and not record["refitted"]  # the default refits; the kept start did not train
+    assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "never"), "--quick",
+                 "--refit", "never"]) == 0
+    assert "kept step 8 of 8: held-out class Dice" in capsys.readouterr().out  # no refit: validated throughout
+    never = json.loads((tmp_path / "never" / "finetune.json").read_text())
+    assert not never["refitted"] and never["config"]["refit"] is False and len(never["evals"]) == 2
     assert main(["finetune", "--data", str(labelled), "--init", "none", "--out", str(tmp_path / "refit"), "--quick",
                  "--refit"]) == 0
     assert "kept step 8 of 8, its last 4 on all 8 images (refit; held-out score of step 4)" in capsys.readouterr().out
     refit = json.loads((tmp_path / "refit" / "finetune.json").read_text())
-    assert refit["refit_steps"] == 4 and refit["config"]["refit"] is True and record["config"]["refit"] == "auto"
+    assert refit["refit_steps"] == 4 and refit["config"]["refit"] is True and record["config"]["refit"] is True
     trained_on = load_checkpoint(tmp_path / "refit" / "model.pt")[1]["data_config"]["finetuned_on"]
     assert refit["refitted"] and sorted(trained_on) == sorted(refit["train_stems"] + refit["val_stems"])
     assert fresh["config"]["synthetic_share"] == 0.25 and record["config"]["synthetic_share"] == 0

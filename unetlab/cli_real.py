@@ -135,7 +135,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                if getattr(args, k) is not None}
     if "max_steps" in changes:
         changes["min_steps"] = min(config.min_steps, changes["max_steps"])
-    config = config.replace(**changes, refit={"auto": "auto", "always": True, "never": False}[args.refit])
+    config = config.replace(**changes, refit=args.refit == "always")
     device = resolve_device(args.device)
     model, start, info = None, "fresh weights", {}
     if args.init.lower() != "none":
@@ -338,11 +338,11 @@ def add_commands(sub) -> None:
     p.add_argument("--synthetic-share", type=float, default=None,
                    help=f"share of the training windows replaced by synthetic defects, e.g. 0.25 (default "
                         f"{d.synthetic_share:g}: real windows only; see the README, 'Sim to real')")
-    p.add_argument("--refit", choices=("auto", "always", "never"), nargs="?", const="always", default="auto",
+    p.add_argument("--refit", choices=("always", "never"), nargs="?", const="always", default="always",
                    help="once the held-out images have chosen whether to train (validating the first half of the "
                         "steps), train the second half on every image, held-out ones too, and choose the decision "
-                        "on them: better models in our measurements, in the same steps. auto (default): unless the "
-                        "images fill --max-steps; --refit alone: always")
+                        "on them: better models in our measurements, in the same steps (default: always; never: "
+                        "validate every part and keep the best step)")
     _common(p)
     p.set_defaults(func=cmd_finetune)
 

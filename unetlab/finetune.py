@@ -44,12 +44,12 @@ images; README, "Sim to real"):
   start); its last part trains on windows of every image, held-out ones included, within the same one-cycle
   schedule, and those last weights choose their decision as above on the held-out images, which they trained
   on too (a decision chosen on less trained weights was too low for them: on a synthetic MVTec-sized folder
-  0.474 against 0.574). By default (``refit="auto"``) this happens unless the data fills the step budget
-  (:meth:`FinetuneConfig.plan`): up to a few dozen labelled images, not a whole pool of hundreds, where an
-  early stop chosen by many held-out images is worth more than a fifth more images. On three magnetic-tile
-  splits and two fine-tune seeds at k = 20 it raised mean test class Dice from 0.426 to 0.479 (5 of 6 pairs
-  up) in the same 1,000 steps; training the start again on every image after a shorter validated run (0.497)
-  took 1,500 steps, 281-315 s on a 2-core CPU, at the 5-minute limit (README, "Sim to real").
+  0.474 against 0.574). It is the default (``refit=True``) at every size. On three magnetic-tile splits and
+  two fine-tune seeds at k = 20 it raised mean test class Dice from 0.426 to 0.479 (5 of 6 pairs up) in the
+  same 1,000 steps; training the start again on every image after a shorter validated run (0.497) took 1,500
+  steps, 281-315 s on a 2-core CPU, at the 5-minute limit. On the whole pool (149 images) it raised it from
+  0.640 to 0.705 over three splits (2 of 3 up), with ``max_steps`` lowered from 2,000 to 1,400 at the same
+  time so that the run fits 5 minutes there (about 275 s instead of 330-405 s; README, "Sim to real").
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).
@@ -103,8 +103,8 @@ class FinetuneConfig:
         min_steps, max_steps: bounds of the number of steps.
         evals: validation passes, evenly spread over the run (each one is an "epoch" of :func:`unetlab.fit`).
         refit: once the held-out images have chosen whether to train, train the rest of the run on every image
-            (held-out ones too), and choose the last weights' decision on the held-out images: True, False, or
-            "auto" (the default): unless :meth:`steps_for` every image reaches ``max_steps`` (:meth:`plan`).
+            (held-out ones too), and choose the last weights' decision on the held-out images (:meth:`plan`):
+            True (the default) or False.
         choosing_share: with a refit, the share of the steps that train on the training images alone and are
             validated (the validations as often per step as without one), in (0, 1]; 1 leaves no steps for
             every image.
@@ -129,9 +129,9 @@ class FinetuneConfig:
     defect_share: float = 0.5
     steps_per_image: int = 15
     min_steps: int = 1000
-    max_steps: int = 2000
+    max_steps: int = 1400
     evals: int = 10
-    refit: bool | str = "auto"
+    refit: bool = True
     choosing_share: float = 0.5
     val_fraction: float = 0.2
     keep_confidence: float = 0.9
@@ -146,8 +146,8 @@ class FinetuneConfig:
         for name in ("crop", "batch_size", "steps_per_image", "min_steps", "max_steps", "evals", "depth", "base"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig.{name} must be an int >= 1; got {getattr(self, name)!r}")
-        if not (isinstance(self.refit, bool) or self.refit == "auto"):
-            raise ValueError(f"FinetuneConfig.refit must be True, False or 'auto'; got {self.refit!r}")
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"FinetuneConfig.refit must be True or False; got {self.refit!r}")
         if not (is_real(self.choosing_share) and 0 < self.choosing_share <= 1):
             raise ValueError(f"FinetuneConfig.choosing_share must be in (0, 1]; got {self.choosing_share!r}")
         if self.min_steps > self.max_steps:
@@ -189,13 +189,11 @@ class FinetuneConfig:
 
         Without a refit the run trains :meth:`steps_for` ``train``'s images, validated ``evals`` times. With one
         it trains :meth:`steps_for` all of ``data``, validated only over its first ``choosing_share`` (a whole
-        number of the ``evals`` parts); the rest trains on every image. ``refit="auto"`` refits unless the steps
-        for every image reach ``max_steps``: at k = 20 (14 + 6 images) 1,000 steps, 500 of them on all 20, while a
-        few hundred images fill the budget, and there many held-out images choosing an early stop are worth more
-        than a fifth more images to learn from."""
-        every = self.steps_for(len(data), len(data.good_parts()))
-        if self.refit is False or (self.refit == "auto" and every >= self.max_steps):
+        number of the ``evals`` parts); the rest trains on every image: at k = 20 (14 + 6 images) 1,000 steps,
+        500 of them on all 20; on a pool of 149 (119 + 30) 1,400, 700 of them on all 149."""
+        if not self.refit:
             return self.steps_for(len(train), len(train.good_parts())), self.evals, 0
+        every = self.steps_for(len(data), len(data.good_parts()))
         validations = max(1, round(self.evals * self.choosing_share))
         return every, validations, every - validations * (every // self.evals)
 

@@ -47,10 +47,11 @@ FRESH, BASELINE = "fresh", "baseline"
 # held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native; 7: defect-free
 # images count for the number of steps only up to as many as the images with a defect; 8: a refit on every image,
 # with its own decision, after a half-length validated run, by default where both fit in max_steps; 9: instead,
-# the last half of the steps on every image, by default unless the steps for every image reach max_steps), so a
+# the last half of the steps on every image, by default unless the steps for every image reach max_steps; 10:
+# the refit at every size, and max_steps 1,400 instead of 2,000), so a
 # change to fine-tuning alone keeps the starts.
 PRETRAIN_REVISION = 5
-FINETUNE_REVISION = 9
+FINETUNE_REVISION = 10
 
 
 def pretrained_for_split(real: RealSet, split: int, folder: str | os.PathLike,

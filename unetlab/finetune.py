@@ -49,8 +49,8 @@ images; README, "Sim to real"):
   same 1,000 steps; training the start again on every image after a shorter validated run (0.497) took 1,500
   steps, 281-315 s on a 2-core CPU, at the 5-minute limit. On the whole pool (149 images) it raised it from
   0.640 to 0.705 over three splits (2 of 3 up), with ``max_steps`` lowered from 2,000 to 1,400 at the same
-  time so that the run fits 5 minutes there (about 275 s instead of 330-405 s); from fresh weights the same
-  change lowered it from 0.369 to 0.326 (README, "Sim to real").
+  time so that the run fits 5 minutes there (about 275 s instead of 330-405 s; the fewer steps without the
+  refit: 0.635); from fresh weights the same change lowered it from 0.369 to 0.326 (README, "Sim to real").
 
 A fresh model (``model=None``) is ``UNet(depth=4, base=16)``: 204 px of context, enough for the large faint
 defects of real parts, and its head starts at a 1% defect prior (:class:`unetlab.UNet`).

@@ -390,8 +390,6 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
     good = set(val.good_parts())
     scored = [i for i in range(len(val)) if i not in good] or list(range(len(val)))
     scored_val = val.subset(scored)
-    scored_pixels = sum(image.size for image in scored_val.images)
-    good_pixels = sum(val.images[i].size for i in good)
 
     def keep_if_best(net: nn.Module, step: int) -> float:
         """Validate ``net`` after ``step`` steps; keep its weights when it is the best so far."""
@@ -437,6 +435,8 @@ def finetune(model: nn.Module | None, data: RealSet, config: FinetuneConfig = Fi
         if step == per_eval:  # the later parts train about as fast
             train_s, val_s = trained - start, time.perf_counter() - trained
             # The decision predicts the scored images and at most as many good-part pixels, with 4 flips each.
+            scored_pixels = sum(image.size for image in scored_val.images)
+            good_pixels = sum(val.images[i].size for i in good)
             decision_s = 4 * val_s * (1 + min(1.0, good_pixels / max(1, scored_pixels)))
             to_go = train_s * (config.evals - 1) + val_s * (validations - 1) + decision_s
             log(f"first {per_eval} steps took {train_s:.0f} s and a validation {val_s:.0f} s: about "

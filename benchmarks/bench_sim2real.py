@@ -14,9 +14,10 @@ Everything is cached under ``--cache`` (delete it to measure again), so a second
                                         [--cached-only]
 
 Hours on a 2-core CPU: a pretraining and 11 fine-tunes per split, each followed by scoring the 151 test images
-with flips (measured 2026-12-07 on an AMD EPYC with AVX-512 BF16, alone with two threads, at 0.16-0.19 s a step:
-pretraining 598-687 s, 3-4.5 min a row for k = 5 to 50 (1,000 steps) and about 5 min for the whole pool (1,400
-steps); about 45 minutes a split with its pretraining cached, 55 without). ``--cached-only`` prints what the
+with flips (measured 2026-12-07/08 on an AMD EPYC with AVX-512 BF16, alone with two threads, at 0.16-0.23 s a
+step: pretraining 454-522 s, 3-4.5 min a row for k = 5 to 50 (1,000 steps) and 5-5.7 min for the whole pool (1,400
+steps); about 45 minutes a split with its pretraining cached, 55 without; the 5 synthetic rows of the 3 splits,
+everything else cached, 3,269 s). ``--cached-only`` prints what the
 cache holds and trains nothing.
 """
 

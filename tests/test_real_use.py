@@ -267,6 +267,17 @@ def test_pretrain_paints_on_backgrounds_and_chooses_a_threshold():
     assert result.seed_threshold is None or result.threshold < result.seed_threshold < 1
     with pytest.raises(ValueError, match="multiple of 16"):
         PretrainConfig(size=40)
+    for bad in (-1, "all", 1.5):
+        with pytest.raises(ValueError, match="PretrainConfig.workers"):
+            PretrainConfig(workers=bad)
+
+
+def test_pretrain_gives_the_same_weights_whatever_the_number_of_workers():
+    # The order of the samples comes from (seed, epoch) alone; before, a worker process changed it.
+    cfg = PretrainConfig(size=32, n_train=12, epochs=2, n_val=4, batch_size=4, depth=2, base=4)
+    states = [pretrain(cfg.replace(workers=workers), device="cpu", progress=False, log=lambda _: None).model.state_dict()
+              for workers in (0, 1)]
+    assert all(torch.equal(states[0][name], states[1][name]) for name in states[0])
 
 
 class _ProbabilityIsBrightness(torch.nn.Module):

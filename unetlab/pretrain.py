@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from . import distributed
 from .checks import is_int, is_real
-from .data import SPLIT_START, SyntheticDefects
+from .data import SPLIT_START, EpochShuffle, SyntheticDefects
 from .decision import best_decision, within_pixel_budget
+from .device import resolve_device
 from .evaluate import predict, threshold_sweep
 from .history import History
 from .model import UNet
@@ -51,21 +52,23 @@ class PretrainConfig:
         batch_size, lr: Adam on a one-cycle schedule peaking at ``lr``.
         amp: mixed precision for :func:`unetlab.fit` and for the predictions that choose the decision.
         depth, base: the UNet's architecture (the same as :func:`unetlab.finetune` builds fresh).
-        workers: DataLoader processes drawing the samples (the samples do not depend on it).
+        workers: DataLoader processes drawing the samples (the weights do not depend on it). ``"auto"``: none on a
+            CPU, where a worker process takes cores from the training threads (on 2 cores drawing the samples in
+            the training process was 7% faster: the README's "Sim to real"), one on a GPU, which it keeps fed.
     """
 
     preset: str = "transfer"
     knobs: dict = field(default_factory=dict)
     size: int = 128
     n_train: int = 4800
-    epochs: int = 5
+    epochs: int = 4
     n_val: int = 200
     batch_size: int = 8
     lr: float = 2e-3
     amp: str = "auto"
     depth: int = 4
     base: int = 16
-    workers: int = 1
+    workers: int | str = "auto"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -76,8 +79,8 @@ class PretrainConfig:
         for name in ("size", "n_train", "epochs", "n_val", "batch_size", "depth", "base"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"PretrainConfig.{name} must be an int >= 1; got {getattr(self, name)!r}")
-        if not is_int(self.workers) or self.workers < 0:
-            raise ValueError(f"PretrainConfig.workers must be an int >= 0; got {self.workers!r}")
+        if self.workers != "auto" and not (is_int(self.workers) and self.workers >= 0):
+            raise ValueError(f"PretrainConfig.workers must be an int >= 0 or 'auto'; got {self.workers!r}")
         if self.size % 2**self.depth:
             raise ValueError(f"PretrainConfig.size must be a multiple of {2**self.depth} for depth {self.depth}; "
                              f"got {self.size}")
@@ -125,10 +128,11 @@ def pretrain(config: PretrainConfig = PretrainConfig(), backgrounds: Backgrounds
     cfg = config.defect_config()
     train = SyntheticDefects(config.n_train, cfg, seed, SPLIT_START["train"], backgrounds=backgrounds)
     val = SyntheticDefects(config.n_val, cfg, seed, SPLIT_START["val"], backgrounds=backgrounds)
-    workers = dict(num_workers=config.workers, persistent_workers=config.workers > 0)
-    shuffle = torch.Generator().manual_seed(seed)  # the same order in every process (see sharded_loader)
-    loaders = [distributed.sharded_loader(train, config.batch_size, RandomSampler(train, generator=shuffle),
-                                          generator=shuffle, **workers),
+    n_workers = config.workers if config.workers != "auto" else int(resolve_device(device).type != "cpu")
+    workers = dict(num_workers=n_workers, persistent_workers=n_workers > 0)
+    # The order of each epoch comes from (seed, epoch) alone: the same in every process (see sharded_loader) and
+    # whatever the number of workers.
+    loaders = [distributed.sharded_loader(train, config.batch_size, EpochShuffle(len(train), seed), **workers),
                DataLoader(val, batch_size=config.batch_size, **workers)]
     surfaces = f"{len(backgrounds)} background image(s)" if backgrounds is not None else "procedural surfaces"
     log(f"pretraining on {config.n_train} synthetic {config.size} px samples ({config.preset!r} preset, "

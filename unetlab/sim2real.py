@@ -42,7 +42,8 @@ FRESH, BASELINE = "fresh", "baseline"
 # Part of the cache keys beside the recipe's settings: raise one when the code changes what the same settings
 # produce, so that no cached result of older code is reused. PRETRAIN_REVISION keys the pretrained starts (2: fit
 # re-estimates BatchNorm statistics every epoch; 3: models choose a seed threshold too; 4: pretrain chooses its
-# decision with the unpainted backgrounds too; 5: its decision's predictions run in bfloat16 where native);
+# decision with the unpainted backgrounds too; 5: its decision's predictions run in bfloat16 where native; 6: the
+# training order from (seed, epoch), whatever the number of workers);
 # FINETUNE_REVISION the rows (it was PRETRAIN_REVISION up to 4; 5: finetune's decision counts the false alarms on
 # held-out defect-free images; 6: held-out and test predictions run in bfloat16 where native; 7: defect-free
 # images count for the number of steps only up to as many as the images with a defect; 8: a refit on every image,
@@ -50,7 +51,7 @@ FRESH, BASELINE = "fresh", "baseline"
 # the last half of the steps on every image, by default unless the steps for every image reach max_steps; 10:
 # the refit at every size, and max_steps 1,400 instead of 2,000), so a
 # change to fine-tuning alone keeps the starts.
-PRETRAIN_REVISION = 5
+PRETRAIN_REVISION = 6
 FINETUNE_REVISION = 10
 
 
